@@ -1,0 +1,261 @@
+"""DriveLMM-o1 JSON and DeepEyes parquet -> the rows the GRPO trainer consumes.
+
+Every loader returns a `datasets.Dataset` with the same columns:
+
+    idx       str    DriveLMM-o1 "<scene>_<sample>_<qnum>" / DeepEyes "<data_source>-<index>"
+    prompt    list   conversational prompt: system turn, then the user's question (one image goes first)
+    image     Image  the policy's input (the stitched 2x3 frame for DriveLMM-o1), decoded lazily to PIL
+    question  str    the question text
+    answer    str    ground truth: DriveLMM-o1 `final_answer`, DeepEyes `reward_model.ground_truth`
+    steps     str    DriveLMM-o1 reference reasoning ("" for DeepEyes)
+    is_mcq    bool   DriveLMM-o1: qnum in {2,3,4,5,8}; DeepEyes: a single-letter answer
+    gt_box    list   ground-truth box of the decisive detail in original image pixels, or None
+    source    str    "drivelmm" or the DeepEyes data_source
+
+Bad input stops with a `DataError` that names the file and the row; with `skip_bad=True` bad rows are
+skipped, counted by reason in the returned `LoadReport` and logged.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from PIL import Image, UnidentifiedImageError
+
+from omnidrive_r1.data.stitch import CAMERAS, stitched_path
+from omnidrive_r1.prompts import SYSTEM_PROMPT
+
+log = logging.getLogger(__name__)
+
+DRIVELMM_FIELDS = ("idx", "image", "question", "final_answer")
+DRIVELMM_MCQ_QNUMS = frozenset({2, 3, 4, 5, 8})
+DEEPEYES_COLUMNS = ("data_source", "prompt", "images", "reward_model", "extra_info")
+
+
+class DataError(ValueError):
+    """A data file or one of its rows cannot be used; the message names the file and the row."""
+
+
+@dataclass
+class LoadReport:
+    path: str
+    rows_read: int = 0
+    rows_kept: int = 0
+    skipped: Counter = field(default_factory=Counter)
+
+    def summary(self) -> str:
+        s = f"{self.path}: kept {self.rows_kept} of {self.rows_read} rows"
+        if self.skipped:
+            s += " (skipped: " + ", ".join(f"{n} {why}" for why, n in self.skipped.most_common()) + ")"
+        return s
+
+
+class _RowError(Exception):
+    def __init__(self, reason: str, detail: str):
+        super().__init__(detail)
+        self.reason = reason
+
+
+def conversation(question: str, system_prompt: str | None = SYSTEM_PROMPT) -> list[dict]:
+    """The conversational prompt for one image and a question. Contents stay strings: TRL puts the image
+    placeholder before the first user turn's text (`prepare_multimodal_messages`)."""
+    messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
+    messages.append({"role": "user", "content": question})
+    return messages
+
+
+def _open_image(path: Path) -> Image.Image:
+    if not path.exists():
+        raise _RowError("missing image", f"image file not found: {path}")
+    try:
+        with Image.open(path) as im:
+            im.load()
+            return im.convert("RGB")
+    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+        raise _RowError("unreadable image", f"cannot read image {path}: {e}") from e
+
+
+def _finish(rows: list[dict], report: LoadReport, path: Path):
+    import datasets
+
+    if not rows:
+        raise DataError(f"{path}: no usable rows ({report.summary()})")
+    if report.skipped:
+        log.warning(report.summary())
+    features = datasets.Features({
+        "idx": datasets.Value("string"),
+        "prompt": [{"role": datasets.Value("string"), "content": datasets.Value("string")}],
+        "image": datasets.Image(),
+        "question": datasets.Value("string"),
+        "answer": datasets.Value("string"),
+        "steps": datasets.Value("string"),
+        "is_mcq": datasets.Value("bool"),
+        "gt_box": datasets.Sequence(datasets.Value("float32")),
+        "source": datasets.Value("string"),
+    })
+    return datasets.Dataset.from_list(rows, features=features), report
+
+
+def _read_drivelmm_json(path: Path) -> list:
+    if not path.exists():
+        raise DataError(f"DriveLMM-o1 file not found: {path}")
+    text = path.read_text(encoding="utf-8")
+    if not text.strip():
+        raise DataError(f"{path}: the file is empty")
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}: not valid JSON ({e})") from e
+    if not isinstance(data, list):
+        raise DataError(f"{path}: expected a JSON list of rows, got {type(data).__name__}")
+    if not data:
+        raise DataError(f"{path}: the file holds no rows")
+    return data
+
+
+def load_drivelmm(path: str | Path, images_root: str | Path | None = None, *, cache_dir: str | Path | None = None,
+                  skip_bad: bool = False, limit: int | None = None, system_prompt: str | None = SYSTEM_PROMPT,
+                  progress: bool = True):
+    """Load a DriveLMM-o1 JSON file; camera paths are relative to `images_root` (default: the JSON's folder).
+
+    The six cameras of each frame are stitched once into the 2x3 grid and cached under `cache_dir`
+    (default: `<cache>/stitched`), so later epochs and runs read one JPEG per frame.
+    Returns `(dataset, LoadReport)`.
+    """
+    from tqdm.auto import tqdm
+
+    from omnidrive_r1.tiny import cache_root
+
+    path = Path(path)
+    root = Path(images_root) if images_root else path.parent
+    cache_dir = Path(cache_dir) if cache_dir else cache_root() / "stitched"
+    data = _read_drivelmm_json(path)
+    if limit:
+        data = data[:limit]
+    report = LoadReport(str(path), rows_read=len(data))
+    rows = []
+    for i, raw in enumerate(tqdm(data, desc=f"loading {path.name}", disable=not progress)):
+        try:
+            rows.append(_drivelmm_row(raw, root, cache_dir, system_prompt))
+        except _RowError as e:
+            where = f"{path}, row {i}" + (f" (idx {raw.get('idx')!r})" if isinstance(raw, dict) else "")
+            if not skip_bad:
+                raise DataError(f"{where}: {e}. Fix the row, or pass skip_bad to skip bad rows.") from None
+            report.skipped[e.reason] += 1
+            log.debug("skipping %s: %s", where, e)
+    report.rows_kept = len(rows)
+    return _finish(rows, report, path)
+
+
+def _drivelmm_row(raw, root: Path, cache_dir: Path, system_prompt) -> dict:
+    if not isinstance(raw, dict):
+        raise _RowError("not an object", f"expected a JSON object, got {type(raw).__name__}")
+    missing = [k for k in DRIVELMM_FIELDS if k not in raw]
+    if missing:
+        raise _RowError("missing field", f"missing field(s) {missing}")
+    cams = raw["image"]
+    if not isinstance(cams, list) or len(cams) != len(CAMERAS):
+        n = len(cams) if isinstance(cams, list) else type(cams).__name__
+        raise _RowError("wrong camera count", f"'image' must list {len(CAMERAS)} camera paths ({', '.join(CAMERAS)}), got {n}")
+    idx = str(raw["idx"])
+    try:
+        qnum = int(idx.rsplit("_", 1)[-1])
+    except ValueError:
+        raise _RowError("bad idx", f"idx {idx!r} does not end in _<question number>") from None
+    paths = [Path(p) if Path(p).is_absolute() else root / p for p in cams]
+    for p in paths:
+        if not p.exists():
+            raise _RowError("missing image", f"image file not found: {p}")
+    frame = stitched_path(paths, cache_dir, _open_image)
+    gt_box = raw.get("gt_box")
+    return {
+        "idx": idx,
+        "prompt": conversation(raw["question"], system_prompt),
+        "image": str(frame),
+        "question": raw["question"],
+        "answer": raw["final_answer"],
+        "steps": raw.get("steps") or "",
+        "is_mcq": qnum in DRIVELMM_MCQ_QNUMS,
+        "gt_box": [float(v) for v in gt_box] if gt_box else None,
+        "source": "drivelmm",
+    }
+
+
+def load_deepeyes(path: str | Path, *, sources: list[str] | None = None, skip_bad: bool = False,
+                  limit: int | None = None, system_prompt: str | None = SYSTEM_PROMPT):
+    """Load a DeepEyes parquet file (optionally only some `data_source` values, e.g. the fine-grained
+    V*-style subset for stage 1). Returns `(dataset, LoadReport)`."""
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"DeepEyes file not found: {path}")
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: the file is empty")
+    try:
+        table = pq.read_table(path)
+    except Exception as e:  # pyarrow raises several types for a broken file
+        raise DataError(f"{path}: not a readable parquet file ({e})") from e
+    missing = [c for c in DEEPEYES_COLUMNS if c not in table.column_names]
+    if missing:
+        raise DataError(f"{path}: missing column(s) {missing}; DeepEyes files have {list(DEEPEYES_COLUMNS)}")
+    data = table.to_pylist()
+    if sources:
+        data = [r for r in data if r.get("data_source") in set(sources)]
+    if limit:
+        data = data[:limit]
+    report = LoadReport(str(path), rows_read=len(data))
+    rows = []
+    for i, raw in enumerate(data):
+        try:
+            rows.append(_deepeyes_row(raw, i, system_prompt))
+        except _RowError as e:
+            where = f"{path}, row {i}"
+            if not skip_bad:
+                raise DataError(f"{where}: {e}. Fix the row, or pass skip_bad to skip bad rows.") from None
+            report.skipped[e.reason] += 1
+    report.rows_kept = len(rows)
+    return _finish(rows, report, path)
+
+
+def _deepeyes_row(raw: dict, i: int, system_prompt) -> dict:
+    images = raw.get("images") or []
+    if len(images) != 1:
+        raise _RowError("wrong image count", f"expected one image, got {len(images)}")
+    blob = images[0].get("bytes") if isinstance(images[0], dict) else None
+    if not blob:
+        raise _RowError("missing image", "the image has no bytes")
+    try:
+        with Image.open(io.BytesIO(blob)) as im:
+            im.verify()
+    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+        raise _RowError("unreadable image", f"cannot decode the image bytes: {e}") from None
+    extra = raw.get("extra_info") or {}
+    reward = raw.get("reward_model") or {}
+    answer = reward.get("ground_truth", extra.get("answer"))
+    if answer is None:
+        raise _RowError("missing field", "no reward_model.ground_truth and no extra_info.answer")
+    question = extra.get("question")
+    if not question:
+        turns = [m for m in (raw.get("prompt") or []) if m.get("role") == "user"]
+        if not turns:
+            raise _RowError("missing field", "no extra_info.question and no user turn in prompt")
+        question = turns[-1]["content"].replace("<image>", "").strip()
+    answer = str(answer)
+    gt_box = extra.get("gt_box")
+    return {
+        "idx": f"{raw.get('data_source', 'deepeyes')}-{extra.get('index', i)}",
+        "prompt": conversation(question, system_prompt),
+        "image": {"bytes": blob, "path": None},
+        "question": question,
+        "answer": answer,
+        "steps": "",
+        "is_mcq": len(answer.strip()) == 1 and answer.strip().upper() in "ABCDEF",
+        "gt_box": [float(v) for v in gt_box] if gt_box is not None else None,
+        "source": str(raw.get("data_source", "deepeyes")),
+    }

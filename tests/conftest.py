@@ -1,0 +1,40 @@
+"""Shared fixtures: one tiny policy, one tiny CLIP and one small toydrive set per test session, all
+built offline under a temporary cache."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _offline_cache(tmp_path_factory):
+    # Nothing in the tests may reach a hub; models and stitched frames go to a throw-away cache.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("WANDB_MODE", "offline")
+    cache = os.environ.get("OMNIDRIVE_TEST_CACHE") or str(tmp_path_factory.mktemp("omnidrive-cache"))
+    os.environ["OMNIDRIVE_CACHE"] = cache
+    yield Path(cache)
+
+
+@pytest.fixture(scope="session")
+def tiny_policy_dir(_offline_cache):
+    from omnidrive_r1.tiny import build_tiny_policy
+
+    return build_tiny_policy(seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_dir(_offline_cache):
+    from omnidrive_r1.tiny import build_tiny_clip
+
+    return build_tiny_clip(seed=0)
+
+
+@pytest.fixture(scope="session")
+def toydrive_dir(tmp_path_factory):
+    from omnidrive_r1.data.toydrive import generate
+
+    out = tmp_path_factory.mktemp("toydrive")
+    generate(out, frames=4, seed=123, progress=False)
+    return out

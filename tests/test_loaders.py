@@ -1,0 +1,132 @@
+import json
+import shutil
+
+import pytest
+from PIL import Image
+
+from omnidrive_r1.data import stitch as stitch_mod
+from omnidrive_r1.data.loaders import DataError, load_deepeyes, load_drivelmm
+from omnidrive_r1.data.stitch import CAMERAS, cell_origin, stitch
+
+COLOURS = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (0, 255, 255), (255, 0, 255)]
+
+
+def test_stitching_puts_each_camera_in_its_cell():
+    size = (160, 90)
+    frame = stitch([Image.new("RGB", size, c) for c in COLOURS])
+    assert frame.size == (480, 180)
+    assert [cell_origin(c, size) for c in CAMERAS] == [(0, 0), (160, 0), (320, 0), (0, 90), (160, 90), (320, 90)]
+    for cam, colour in zip(CAMERAS, COLOURS):
+        x, y = cell_origin(cam, size)
+        for px, py in [(x + 1, y + 1), (x + 80, y + 45), (x + 158, y + 88)]:
+            assert frame.getpixel((px, py)) == colour, cam
+
+
+def test_toydrive_loads_through_the_drivelmm_loader(toydrive_dir, tmp_path):
+    ds, report = load_drivelmm(toydrive_dir / "drivelmm" / "train.json", cache_dir=tmp_path, progress=False)
+    assert report.rows_kept == report.rows_read == len(ds) == 24
+    assert set(ds.column_names) == {"idx", "prompt", "image", "question", "answer", "steps", "is_mcq",
+                                    "gt_box", "source"}
+    row = ds[1]
+    assert row["image"].size == (2400, 900)
+    assert row["prompt"][0]["role"] == "system" and row["prompt"][-1] == {"role": "user", "content": row["question"]}
+    assert sum(ds["is_mcq"]) == 3 * 5
+    assert all(b is not None and len(b) == 4 for b in ds["gt_box"])
+    assert len(list(tmp_path.glob("*.jpg"))) == 3  # one stitched frame per frame, shared by its 8 questions
+
+
+def test_stitching_is_cached_across_loads(toydrive_dir, tmp_path, monkeypatch):
+    load_drivelmm(toydrive_dir / "drivelmm" / "test.json", cache_dir=tmp_path, progress=False)
+    calls = []
+    monkeypatch.setattr(stitch_mod, "stitch", lambda imgs: calls.append(1) or stitch(imgs))
+    load_drivelmm(toydrive_dir / "drivelmm" / "test.json", cache_dir=tmp_path, progress=False)
+    assert calls == []
+
+
+def test_toydrive_loads_through_the_deepeyes_loader(toydrive_dir):
+    ds, report = load_deepeyes(toydrive_dir / "deepeyes" / "train.parquet")
+    assert len(ds) == report.rows_kept > 0
+    assert ds[0]["image"].size == (800, 450)
+    assert ds[0]["answer"] in {"red", "yellow", "green", "pedestrian", "cone", "left", "right", "straight"}
+    assert ds[0]["gt_box"] is not None and not ds[0]["is_mcq"]
+    assert len(load_deepeyes(toydrive_dir / "deepeyes" / "train.parquet", sources=["toydrive_vstar"])[0]) == len(ds)
+    with pytest.raises(DataError, match="no usable rows"):
+        load_deepeyes(toydrive_dir / "deepeyes" / "train.parquet", sources=["other_source"])
+
+
+@pytest.fixture()
+def broken_copy(toydrive_dir, tmp_path):
+    """A private copy of toydrive's train split (three frames) that a test may damage."""
+    root = tmp_path / "drive"
+    shutil.copytree(toydrive_dir / "drivelmm", root)
+    rows = json.loads((root / "train.json").read_text())
+    return root, rows
+
+
+def _write(root, rows):
+    path = root / "bad.json"
+    path.write_text(json.dumps(rows))
+    return path
+
+
+@pytest.mark.parametrize("damage, reason", [
+    ("missing_image", "image file not found"),
+    ("unreadable_image", "cannot read image"),
+    ("missing_field", "missing field"),
+    ("wrong_camera_count", "6 camera paths"),
+])
+def test_bad_rows_name_the_file_and_row_or_are_counted(broken_copy, tmp_path, damage, reason):
+    root, rows = broken_copy
+    bad = rows[2]
+    if damage == "missing_image":
+        bad["image"][3] = "samples/CAM_BACK_RIGHT/not_there.jpg"
+    elif damage == "unreadable_image":
+        (root / bad["image"][0]).write_bytes(b"not a jpeg")  # the first frame's 8 rows share this file
+        bad = rows[0]
+    elif damage == "missing_field":
+        del bad["question"]
+    else:
+        bad["image"] = bad["image"][:5]
+    path = _write(root, rows)
+    with pytest.raises(DataError) as err:
+        load_drivelmm(path, cache_dir=tmp_path / "c", progress=False)
+    msg = str(err.value)
+    assert str(path) in msg and reason in msg and bad.get("idx", "") in msg
+    assert "row " in msg
+
+    ds, report = load_drivelmm(path, cache_dir=tmp_path / "c", skip_bad=True, progress=False)
+    assert sum(report.skipped.values()) == report.rows_read - report.rows_kept >= 1
+    assert len(ds) == report.rows_kept
+
+
+@pytest.mark.parametrize("content, reason", [("", "empty"), ("[]", "no rows"), ("{", "not valid JSON"),
+                                             ('{"idx": 1}', "JSON list")])
+def test_unusable_files_fail_with_the_file_name(tmp_path, content, reason):
+    path = tmp_path / "x.json"
+    path.write_text(content)
+    with pytest.raises(DataError, match=reason) as err:
+        load_drivelmm(path)
+    assert str(path) in str(err.value)
+
+
+def test_missing_files_fail_clearly(tmp_path):
+    with pytest.raises(DataError, match="not found"):
+        load_drivelmm(tmp_path / "nope.json")
+    with pytest.raises(DataError, match="not found"):
+        load_deepeyes(tmp_path / "nope.parquet")
+    (tmp_path / "bad.parquet").write_bytes(b"PAR1garbage")
+    with pytest.raises(DataError, match="parquet"):
+        load_deepeyes(tmp_path / "bad.parquet")
+
+
+def test_deepeyes_bad_image_bytes_are_counted(toydrive_dir, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = pq.read_table(toydrive_dir / "deepeyes" / "train.parquet").to_pylist()
+    rows[0]["images"] = [{"bytes": b"broken", "path": "x.png"}]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "t.parquet")
+    with pytest.raises(DataError, match="row 0: cannot decode"):
+        load_deepeyes(tmp_path / "t.parquet")
+    ds, report = load_deepeyes(tmp_path / "t.parquet", skip_bad=True)
+    assert report.skipped == {"unreadable image": 1} and len(ds) == len(rows) - 1

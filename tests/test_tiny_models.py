@@ -1,0 +1,108 @@
+import hashlib
+
+import pytest
+import torch
+from PIL import Image
+from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
+
+from omnidrive_r1.tiny import QWEN_ADDED_TOKENS, QWEN_SPECIAL_TOKENS, TINY_MAX_PIXELS, TINY_MIN_PIXELS
+
+
+def _two_image_conversation():
+    return [
+        {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What colour is the light?"}]},
+        {"role": "assistant", "content": "<think>The light is small, zoom in.</think>"},
+        {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Here is the crop."}]},
+    ]
+
+
+def test_policy_has_real_architecture_and_head_dim_64(tiny_policy_dir):
+    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(tiny_policy_dir)
+    text = model.config.text_config
+    assert type(model).__name__ == "Qwen2_5_VLForConditionalGeneration"
+    assert text.hidden_size // text.num_attention_heads == 64
+    assert sum(text.rope_parameters["mrope_section"]) == 32
+
+
+def test_forward_and_generate_with_two_images_of_different_sizes(tiny_policy_dir):
+    processor = AutoProcessor.from_pretrained(tiny_policy_dir)
+    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(tiny_policy_dir).eval()
+    big, small = Image.new("RGB", (2400, 900), (200, 30, 30)), Image.new("RGB", (112, 84), (30, 200, 30))
+    text = processor.apply_chat_template(_two_image_conversation(), add_generation_prompt=True, tokenize=False)
+    inputs = processor(text=[text], images=[big, small], return_tensors="pt")
+
+    grid = inputs["image_grid_thw"]
+    assert grid.shape == (2, 3) and not torch.equal(grid[0], grid[1])
+    n_image_tokens = int((inputs["input_ids"] == model.config.image_token_id).sum())
+    assert n_image_tokens == int(grid.prod(-1).sum()) // 4  # 2x2 patch merge
+
+    with torch.no_grad():
+        logits = model(**inputs).logits
+    assert logits.shape == (1, inputs["input_ids"].shape[1], model.config.text_config.vocab_size)
+    assert torch.isfinite(logits).all()
+    out = model.generate(**inputs, max_new_tokens=6, do_sample=False)
+    assert out.shape[1] > inputs["input_ids"].shape[1]
+
+
+def test_processor_round_trips_through_save_and_load(tiny_policy_dir, tmp_path):
+    processor = AutoProcessor.from_pretrained(tiny_policy_dir)
+    processor.save_pretrained(tmp_path)
+    again = AutoProcessor.from_pretrained(tmp_path)
+    sample = "<|im_start|>user\n<tool_call>zoom on the traffic light</tool_call><|im_end|>"
+    assert again.tokenizer(sample)["input_ids"] == processor.tokenizer(sample)["input_ids"]
+    assert again.chat_template == processor.chat_template
+    assert again.image_processor.size["shortest_edge"] == TINY_MIN_PIXELS
+    assert again.image_processor.size["longest_edge"] == TINY_MAX_PIXELS
+    img = Image.new("RGB", (640, 360))
+    assert torch.equal(again.image_processor(img, return_tensors="pt")["image_grid_thw"],
+                       processor.image_processor(img, return_tensors="pt")["image_grid_thw"])
+
+
+def test_tokenizer_carries_qwen_special_tokens_as_single_ids(tiny_policy_dir):
+    tok = AutoProcessor.from_pretrained(tiny_policy_dir).tokenizer
+    for token in QWEN_SPECIAL_TOKENS + QWEN_ADDED_TOKENS:
+        ids = tok(token, add_special_tokens=False)["input_ids"]
+        assert len(ids) == 1 and tok.convert_ids_to_tokens(ids[0]) == token
+    assert tok.eos_token == "<|im_end|>"
+    # the tool-call markers survive decoding (Qwen keeps them as plain added tokens)
+    assert "<tool_call>" in tok.decode(tok("<tool_call>x</tool_call>")["input_ids"], skip_special_tokens=True)
+
+
+def _digest(folder):
+    return {f.name: hashlib.sha256(f.read_bytes()).hexdigest()
+            for f in sorted(folder.iterdir()) if f.suffix in {".safetensors", ".json"}}
+
+
+def test_tiny_policy_is_deterministic_per_seed(tiny_policy_dir, tmp_path):
+    from omnidrive_r1.tiny import build_tiny_policy
+
+    again = build_tiny_policy(seed=0, out_dir=tmp_path / "s0")
+    other = build_tiny_policy(seed=1, out_dir=tmp_path / "s1")
+    assert _digest(again) == _digest(tiny_policy_dir)
+    assert _digest(other)["model.safetensors"] != _digest(again)["model.safetensors"]
+
+
+def test_tiny_clip_loads_like_an_open_clip_checkpoint(tiny_clip_dir):
+    import open_clip
+
+    from omnidrive_r1.tiny import TINY_CLIP_CONFIG, TINY_CLIP_NAME, load_tiny_clip
+
+    model, preprocess, tokenizer = load_tiny_clip(tiny_clip_dir)
+    with torch.no_grad():
+        img = model.encode_image(preprocess(Image.new("RGB", (300, 200), (0, 255, 0))).unsqueeze(0))
+        txt = model.encode_text(tokenizer(["traffic light", "a cone"]))
+    assert img.shape == (1, TINY_CLIP_CONFIG["embed_dim"]) and txt.shape == (2, TINY_CLIP_CONFIG["embed_dim"])
+    # the generic open_clip route a user takes with a real checkpoint file gives the same weights
+    model2, _, _ = open_clip.create_model_and_transforms(
+        TINY_CLIP_NAME, pretrained=str(tiny_clip_dir / "open_clip_model.safetensors"))
+    for (k, a), (_, b) in zip(model.state_dict().items(), model2.state_dict().items()):
+        assert torch.equal(a, b), k
+
+
+@pytest.mark.parametrize("section", [[8, 12, 8], [16, 16, 16]])
+def test_bad_mrope_section_is_refused(tiny_policy_dir, section):
+    from omnidrive_r1.tiny import tiny_policy_config
+
+    tok = AutoProcessor.from_pretrained(tiny_policy_dir).tokenizer
+    with pytest.raises(ValueError, match="mrope_section"):
+        tiny_policy_config(tok, mrope_section=section)
