@@ -82,7 +82,7 @@ class FrameSpec:
 
 
 def _token(rng: random.Random) -> str:
-    return "%032x" % rng.getrandbits(128)
+    return f"{rng.getrandbits(128):032x}"
 
 
 def sample_frame(rng: random.Random, index: int) -> FrameSpec:
