@@ -1,0 +1,150 @@
+"""Property tests of the coordinate contract (DESIGN.md section 4)."""
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from omnidrive_r1.vision import ZoomError, model_size, zoom_box, zoom_crop
+
+MARK = (255, 0, 255)
+SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@st.composite
+def scenes(draw):
+    """An image size (stitched frames, camera frames, tiny images, odd aspects), resize bounds that
+    change the size, and a marker rectangle."""
+    w, h = draw(st.one_of(
+        st.just((4800, 1800)), st.just((2400, 900)), st.just((1600, 900)),
+        st.tuples(st.integers(12, 120), st.integers(12, 120)),            # tiny: upscaled by the processor
+        st.tuples(st.integers(200, 3000), st.integers(150, 2000)),
+    ))
+    min_pixels = draw(st.sampled_from([28 * 28, 4 * 28 * 28, 56 * 56, 64 * 28 * 28]))
+    max_pixels = draw(st.integers(max(min_pixels, 16 * 28 * 28), 1280 * 28 * 28))
+    mw, mh = model_size(w, h, min_pixels=min_pixels, max_pixels=max_pixels)
+    sx, sy = w / mw, h / mh
+    assume(abs(sx - 1) > 0.15 and abs(sy - 1) > 0.15)  # the resize really moves things
+    mark_w = draw(st.integers(max(2, w // 60), max(2, w // 12)))
+    mark_h = draw(st.integers(max(2, h // 60), max(2, h // 12)))
+    x = draw(st.integers(0, w - mark_w))
+    y = draw(st.integers(0, h - mark_h))
+    return (w, h), min_pixels, max_pixels, (x, y, x + mark_w, y + mark_h)
+
+
+def _image_with_marker(size, mark):
+    a = np.zeros((size[1], size[0], 3), np.uint8)
+    x1, y1, x2, y2 = mark
+    a[y1:y2, x1:x2] = MARK
+    return Image.fromarray(a)
+
+
+def _marker_pixels(img):
+    return int((np.asarray(img) == MARK).all(-1).sum())
+
+
+def _policy_box(size, mark, min_pixels, max_pixels, margin=1.0):
+    """The box a perfect policy writes: around the marker, in the pixels of the image it sees."""
+    mw, mh = model_size(*size, min_pixels=min_pixels, max_pixels=max_pixels)
+    sx, sy = mw / size[0], mh / size[1]
+    x1, y1, x2, y2 = mark
+    return [x1 * sx - margin, y1 * sy - margin, x2 * sx + margin, y2 * sy + margin]
+
+
+@SETTINGS
+@given(scenes())
+def test_a_box_around_the_marker_crops_the_marker_and_little_else(scene):
+    size, min_pixels, max_pixels, mark = scene
+    img = _image_with_marker(size, mark)
+    box = _policy_box(size, mark, min_pixels, max_pixels)
+    crop = zoom_crop(img, box, min_pixels=min_pixels, max_pixels=max_pixels)
+    assert _marker_pixels(crop) == (mark[2] - mark[0]) * (mark[3] - mark[1])
+
+    mw, mh = model_size(*size, min_pixels=min_pixels, max_pixels=max_pixels)
+    sx, sy = size[0] / mw, size[1] / mh
+    max_w = max(mark[2] - mark[0] + 2 * sx, min(28, mw) * sx) + 2
+    max_h = max(mark[3] - mark[1] + 2 * sy, min(28, mh) * sy) + 2
+    assert crop.width <= math.ceil(max_w) and crop.height <= math.ceil(max_h)
+
+
+@SETTINGS
+@given(scenes())
+def test_the_test_catches_a_mapping_that_ignores_the_resize(scene):
+    """Cropping the original with resized-space numbers (DeepEyes issue #141) misses the marker."""
+    size, min_pixels, max_pixels, mark = scene
+    img = _image_with_marker(size, mark)
+    box = _policy_box(size, mark, min_pixels, max_pixels)
+    mw, mh = model_size(*size, min_pixels=min_pixels, max_pixels=max_pixels)
+    moved = max(abs(mark[0] - box[0]), abs(mark[1] - box[1]))
+    assume(moved > 3)
+    x1, y1, x2, y2 = (max(0, int(v)) for v in box)
+    naive = img.crop((x1, y1, max(x1 + 1, x2), max(y1 + 1, y2)))
+    assert _marker_pixels(naive) < (mark[2] - mark[0]) * (mark[3] - mark[1])
+
+
+@SETTINGS
+@given(scenes(), st.booleans(), st.booleans())
+def test_reversed_corners_are_swapped_and_outside_parts_clamped(scene, flip_x, flip_y):
+    size, min_pixels, max_pixels, mark = scene
+    box = _policy_box(size, mark, min_pixels, max_pixels)
+    ref = zoom_box(size, box, min_pixels=min_pixels, max_pixels=max_pixels)
+    if flip_x:
+        box[0], box[2] = box[2], box[0]
+    if flip_y:
+        box[1], box[3] = box[3], box[1]
+    assert zoom_box(size, box, min_pixels=min_pixels, max_pixels=max_pixels) == ref
+    mw, mh = model_size(*size, min_pixels=min_pixels, max_pixels=max_pixels)
+    left, top, right, bottom = zoom_box(size, [-50, -50, mw + 50, mh + 50], min_pixels=min_pixels,
+                                        max_pixels=max_pixels)
+    assert (left, top, right, bottom) == (0, 0, *size)
+
+
+@SETTINGS
+@given(scenes(), st.floats(0, 1), st.floats(0, 1))
+def test_small_boxes_grow_to_the_minimum_side_inside_the_image(scene, fx, fy):
+    size, min_pixels, max_pixels, _ = scene
+    mw, mh = model_size(*size, min_pixels=min_pixels, max_pixels=max_pixels)
+    cx, cy = fx * mw, fy * mh
+    box = [cx - 0.5, cy - 0.5, cx + 0.5, cy + 0.5]
+    assume(0 < box[0] and box[2] < mw and 0 < box[1] and box[3] < mh)
+    left, top, right, bottom = zoom_box(size, box, min_pixels=min_pixels, max_pixels=max_pixels, min_side=28)
+    assert 0 <= left < right <= size[0] and 0 <= top < bottom <= size[1]
+    assert right - left >= math.floor(min(28, mw) * size[0] / mw)
+    assert bottom - top >= math.floor(min(28, mh) * size[1] / mh)
+
+
+def test_nested_zoom_composes_back_to_original_pixels():
+    from omnidrive_r1.tools.zoom_in import ZoomInTool
+
+    size, mark = (4800, 1800), (3000, 700, 3012, 716)
+    img = _image_with_marker(size, mark)
+    env = ZoomInTool(min_pixels=3136, max_pixels=200704)
+    env.reset(image=img)
+    first = env.image_zoom_in_tool(bbox_2d=_policy_box(size, (2800, 500, 3300, 900), 3136, 200704),
+                                   label="area")
+    crop = first[0]["image"]
+    first_box = env.calls[0].box
+    local = (mark[0] - first_box[0], mark[1] - first_box[1], mark[2] - first_box[0], mark[3] - first_box[1])
+    second = env.image_zoom_in_tool(bbox_2d=_policy_box(crop.size, local, 3136, 200704), label="marker",
+                                    image_index=1)
+    assert isinstance(second, list), second
+    x1, y1, x2, y2 = env.calls[1].box
+    assert x1 <= mark[0] and y1 <= mark[1] and x2 >= mark[2] and y2 >= mark[3]
+    assert _marker_pixels(second[0]["image"]) == 12 * 16
+    assert env.calls[1].crop.size == (x2 - x1, y2 - y1)
+
+
+@pytest.mark.parametrize("bad, reason", [
+    ("10, 20, 30, 40", "not_a_box"), ([1, 2, 3], "wrong_arity"), ([1, 2, 3, 4, 5], "wrong_arity"),
+    ([1, "2", 3, 4], "not_a_number"), ([1, None, 3, 4], "not_a_number"), ([True, 2, 3, 4], "not_a_number"),
+    ([float("nan"), 2, 3, 4], "not_finite"), ([1, 2, float("inf"), 4], "not_finite"),
+    ([5000, 5000, 6000, 6000], "empty_box"), ([-10, -10, -1, -1], "empty_box"), ([10, 10, 10, 40], "empty_box"),
+    ([0, 0, 2400, 1], "extreme_aspect"), ([[1, 2], 3, 4, 5], "not_a_number"), (None, "not_a_box"),
+])
+def test_bad_boxes_raise_zoom_error_with_a_reason(bad, reason):
+    with pytest.raises(ZoomError) as err:
+        zoom_crop(Image.new("RGB", (2400, 900)), bad, min_pixels=3136, max_pixels=2400 * 900, min_side=1)
+    assert err.value.reason == reason and isinstance(err.value, ValueError)

@@ -1,0 +1,151 @@
+"""The zoom-in tool: the policy names a box in an image it sees, and gets that region of the original,
+full-resolution image back as a new image (DESIGN.md sections 3 and 4).
+
+Used as TRL's `environment_factory` (through `omnidrive_r1.tools.environment_factory`): one instance per
+rollout, `reset(**row)` before each. Every call is recorded in `calls`, valid or not; a bad call never
+raises out of the rollout, it answers with an error text and is counted in `failures` by reason.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+from PIL import Image
+
+from omnidrive_r1.tools import lenient
+from omnidrive_r1.vision import MAX_ASPECT, ZoomError, zoom_box
+
+TOOL_NAME = "image_zoom_in_tool"
+
+
+@dataclass
+class ZoomCall:
+    """One call of the tool in a trajectory (the k-th record is the k-th zoom call in the messages)."""
+
+    arguments: dict
+    ok: bool
+    reason: str | None = None  # failure reason when not ok
+    label: str | None = None
+    image_index: int | None = None
+    box: tuple[int, int, int, int] | None = None  # in pixels of the original image
+    crop: Image.Image | None = None
+    source_size: tuple[int, int] | None = None  # size of the original image the box refers to
+    reasoning: str | None = None  # the text written before the call; filled in by the rewards
+
+
+@dataclass
+class _Seen:
+    root: Image.Image  # the original image this one was cut from (itself for dataset images)
+    offset: tuple[int, int]  # top-left of this image inside root
+    size: tuple[int, int]
+
+
+class ZoomInTool:
+    """Environment with one tool, `image_zoom_in_tool`.
+
+    Args:
+        min_pixels / max_pixels: the policy's image resize bounds (must match the processor's).
+        min_side: boxes shorter than this (model pixels) are grown around their centre.
+        max_tool_calls: calls allowed per trajectory; later calls get an error text.
+        max_images: images allowed per trajectory, the dataset's included.
+        max_aspect: longest/shortest side allowed for a box.
+    """
+
+    def __init__(self, min_pixels: int = 3136, max_pixels: int = 1003520, min_side: int = 28,
+                 max_tool_calls: int = 4, max_images: int | None = None, max_aspect: float = MAX_ASPECT):
+        if min_pixels <= 0 or max_pixels < min_pixels:
+            raise ValueError(f"need 0 < min_pixels <= max_pixels, got {min_pixels}, {max_pixels}")
+        if max_tool_calls < 0 or min_side < 1:
+            raise ValueError("max_tool_calls must be >= 0 and min_side >= 1")
+        self.min_pixels, self.max_pixels, self.min_side = min_pixels, max_pixels, min_side
+        self.max_tool_calls = max_tool_calls
+        self.max_images = max_images if max_images is not None else 1 + max_tool_calls
+        self.max_aspect = max_aspect
+        self.images: list[_Seen] = []
+        self.calls: list[ZoomCall] = []
+        self.failures: Counter = Counter()
+
+    def reset(self, **row) -> None:
+        """Keep the row's original image(s); the prompt needs no extra text."""
+        images = row.get("images") or ([row["image"]] if row.get("image") is not None else [])
+        self.images = [_Seen(im, (0, 0), im.size) for im in images]
+        self.calls = []
+        self.failures = Counter()
+        return None
+
+    @lenient
+    def image_zoom_in_tool(self, bbox_2d: list[float], label: str, image_index: int = 0) -> list | str:
+        """Zoom in on a region of an image to see it at full resolution.
+
+        Args:
+            bbox_2d: The region as [x1, y1, x2, y2], in pixels of the image as you see it.
+            label: A short name of the object or detail expected in the region.
+            image_index: Which image to zoom into: 0 is the first image, 1 the first zoomed crop, and so on.
+
+        Returns:
+            The zoomed crop as a new image, with a short description.
+        """
+        args = {"bbox_2d": bbox_2d, "label": label, "image_index": image_index}
+        if len(self.calls) >= self.max_tool_calls:
+            return self._fail("call_limit", f"at most {self.max_tool_calls} zoom calls per answer; answer now", args)
+        if len(self.images) >= self.max_images:
+            return self._fail("image_limit", f"at most {self.max_images} images per answer; answer now", args)
+        if isinstance(image_index, bool) or not isinstance(image_index, int):
+            return self._fail("bad_image_index", f"image_index must be an integer, got {image_index!r:.40}", args)
+        if not 0 <= image_index < len(self.images):
+            return self._fail("bad_image_index",
+                              f"image_index {image_index} does not exist; images 0..{len(self.images) - 1} do", args)
+        if not isinstance(label, str):
+            return self._fail("bad_label", f"label must be a string, got {type(label).__name__}", args)
+        seen = self.images[image_index]
+        try:
+            left, top, right, bottom = zoom_box(seen.size, bbox_2d, min_pixels=self.min_pixels,
+                                                max_pixels=self.max_pixels, min_side=self.min_side,
+                                                max_aspect=self.max_aspect)
+        except ZoomError as e:
+            return self._fail(e.reason, str(e), args)
+        ox, oy = seen.offset
+        box = (left + ox, top + oy, right + ox, bottom + oy)
+        crop = seen.root.crop(box)
+        self.images.append(_Seen(seen.root, (box[0], box[1]), crop.size))
+        self.calls.append(ZoomCall(args, True, label=label, image_index=image_index, box=box, crop=crop,
+                                   source_size=seen.root.size))
+        new_index = len(self.images) - 1
+        return [{"type": "image", "image": crop},
+                {"type": "text", "text": f"Zoomed view of image {image_index} ({label[:60]}), now image {new_index}."}]
+
+    def _fail(self, reason: str, message: str, arguments: Any) -> str:
+        self.failures[reason] += 1
+        self.calls.append(ZoomCall(arguments if isinstance(arguments, dict) else {"raw": arguments}, False,
+                                   reason=reason))
+        return f"Error: {message}."
+
+    def _bad_arguments(self, message: str, arguments: dict) -> str:
+        return self._fail("bad_arguments", f"{message}; call {TOOL_NAME}(bbox_2d, label, image_index=0)", arguments)
+
+
+TOOL = ZoomInTool
+
+
+def attach_reasoning(calls: list[ZoomCall], completion: list[dict]) -> list[ZoomCall]:
+    """Fill `reasoning` of each record with the assistant text written before the matching call.
+
+    The environment only sees arguments; the text is in the completion messages. The k-th zoom tool call
+    in the messages whose arguments reached the tool (a dict) is the k-th record.
+    """
+    texts = []
+    for message in completion:
+        if message.get("role") != "assistant":
+            continue
+        content = message.get("content") or ""
+        if isinstance(content, list):
+            content = "".join(b.get("text", "") for b in content if isinstance(b, dict))
+        for call in message.get("tool_calls") or []:
+            fn = call.get("function", call)
+            if fn.get("name") == TOOL_NAME and isinstance(fn.get("arguments"), dict):
+                texts.append(content)
+    for record, text in zip(calls, texts):
+        record.reasoning = text
+    return calls
