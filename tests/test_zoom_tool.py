@@ -7,10 +7,9 @@ import pytest
 from PIL import Image
 
 from omnidrive_r1.tools import available, environment_factory, find_part, resolve, tool_methods
-from omnidrive_r1.tools.zoom_in import TOOL_NAME, ZoomInTool, attach_reasoning
+from omnidrive_r1.tools.zoom_in import FAILURE_REASONS, TOOL_NAME, ZoomInTool, attach_reasoning
 
-KNOWN_REASONS = {"not_a_box", "wrong_arity", "not_a_number", "not_finite", "empty_box", "extreme_aspect",
-                 "call_limit", "image_limit", "bad_image_index", "bad_label", "bad_arguments"}
+KNOWN_REASONS = set(FAILURE_REASONS)
 
 
 def _env(**kw):

@@ -18,6 +18,9 @@ from omnidrive_r1.tools import lenient
 from omnidrive_r1.vision import MAX_ASPECT, ZoomError, zoom_box
 
 TOOL_NAME = "image_zoom_in_tool"
+# every reason a call can fail with (ZoomError reasons from omnidrive_r1.vision, then the tool's own)
+FAILURE_REASONS = ("not_a_box", "wrong_arity", "not_a_number", "not_finite", "empty_box", "extreme_aspect",
+                   "call_limit", "image_limit", "bad_image_index", "bad_label", "bad_arguments")
 
 
 @dataclass
