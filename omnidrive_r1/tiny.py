@@ -67,7 +67,11 @@ TINY_CLIP_CONFIG = {
 }
 TINY_CLIP_NAME = "omnidrive-tiny-clip"
 
-_BUILD_VERSION = "1"  # bump when the build recipe changes, so old caches are not reused
+_BUILD_VERSION = "2"  # bump when the build recipe changes, so old caches are not reused
+# A random 2-layer model never writes a tag, so every reward is 0 and GRPO has nothing to learn from. The tiny
+# policy stands in for an *instruct* checkpoint, so it is first taught the protocol's shape on text alone
+# (think, then a zoom call or an answer); what to answer and where to zoom is left to RL.
+TINY_WARMUP_STEPS = 250
 
 
 def cache_root() -> Path:
@@ -103,7 +107,9 @@ def tokenizer_corpus(seed: int = 0, frames: int = 256) -> list[str]:
     from omnidrive_r1.data.toydrive import corpus_lines
     from omnidrive_r1.prompts import SYSTEM_PROMPT
 
-    return [SYSTEM_PROMPT, *corpus_lines(seed=seed, frames=frames)]
+    import random
+
+    return [SYSTEM_PROMPT, *corpus_lines(seed=seed, frames=frames), *protocol_texts(random.Random(seed), 64)]
 
 
 def train_tiny_tokenizer(vocab_size: int, seed: int = 0):
@@ -187,13 +193,96 @@ def tiny_policy_config(tokenizer, **overrides):
     )
 
 
-def build_tiny_policy(seed: int = 0, out_dir: str | Path | None = None, **overrides) -> Path:
+def protocol_texts(rng, n: int) -> list[str]:
+    """Chat-formatted trajectories in the iMCoT protocol, built from toydrive questions, with one image
+    placeholder per image (the processor expands it)."""
+    from omnidrive_r1.data.toydrive import questions, sample_frame
+    from omnidrive_r1.prompts import SYSTEM_PROMPT
+
+    def image():
+        return "<|vision_start|><|image_pad|><|vision_end|>"
+
+    labels = ["traffic light", "sign", "crosswalk object", "pedestrian", "cone", "lamp"]
+    short = {"light": ["red", "yellow", "green"], "sign": ["left", "right", "straight"],
+             "object": ["pedestrian", "cone"]}
+    texts = []
+    while len(texts) < n:
+        spec = sample_frame(rng, len(texts))
+        for q in questions(spec, rng):
+            answer = q["final_answer"] if rng.random() < 0.6 else rng.choice(short[q["detail"]])
+            think = q["steps"].split("\n")[0].split(": ", 1)[-1]
+            head = (f"<|im_start|>system\n{SYSTEM_PROMPT}<|im_end|>\n<|im_start|>user\n{image()}{q['question']}"
+                    "<|im_end|>\n<|im_start|>assistant\n")
+            if rng.random() < 0.5:
+                x, y = rng.randint(0, 500), rng.randint(0, 170)
+                w, h = rng.randint(20, 80), rng.randint(20, 60)
+                call = json.dumps({"name": "image_zoom_in_tool",
+                                   "arguments": {"bbox_2d": [x, y, x + w, y + h], "label": rng.choice(labels)}})
+                head += (f"<think>The detail is too small. I zoom in.</think>\n<tool_call>\n{call}\n</tool_call>"
+                         f"<|im_end|>\n<|im_start|>user\n<tool_response>\n{image()}Zoomed view of image 0, now image 1.\n"
+                         "</tool_response><|im_end|>\n<|im_start|>assistant\n")
+            texts.append(head + f"<think>{think}</think><answer>{answer}</answer><|im_end|>")
+    return texts[:n]
+
+
+def _assistant_labels(input_ids, tokenizer):
+    """Labels that train only the assistant turns (from after "<|im_start|>assistant\\n" to <|im_end|>)."""
+    header = tokenizer("<|im_start|>assistant\n", add_special_tokens=False)["input_ids"]
+    end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    labels = input_ids.clone().fill_(-100)
+    for b, row in enumerate(input_ids.tolist()):
+        inside = False
+        for i, token in enumerate(row):
+            if inside:
+                labels[b, i] = token
+                inside = token != end
+            elif i >= len(header) and row[i - len(header):i] == header:
+                labels[b, i] = token
+                inside = token != end
+    return labels
+
+
+def _noise_image(rng):
+    """A small random image: the warm-up only needs vision features to be present, not meaningful."""
+    from PIL import Image
+
+    w, h = rng.randint(2, 8) * 28, rng.randint(2, 5) * 28
+    return Image.frombytes("RGB", (w, h), bytes(rng.getrandbits(8) for _ in range(w * h * 3)))
+
+
+def _protocol_warmup(model, processor, seed: int, steps: int, batch_size: int = 16, lr: float = 5e-3):
+    import random
+
+    import torch
+
+    rng = random.Random(seed)
+    tokenizer = processor.tokenizer
+    texts = protocol_texts(rng, steps * batch_size)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps, pct_start=0.1)
+    model.train()
+    for step in range(steps):
+        chunk = texts[step * batch_size:(step + 1) * batch_size]
+        images = [_noise_image(rng) for text in chunk for _ in range(text.count("<|image_pad|>"))]
+        batch = processor(text=chunk, images=images, return_tensors="pt", padding=True, padding_side="right")
+        loss = model(**batch, labels=_assistant_labels(batch["input_ids"], tokenizer)).loss
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad()
+    model.eval()
+    return loss.item()
+
+
+def build_tiny_policy(seed: int = 0, out_dir: str | Path | None = None, warmup_steps: int = TINY_WARMUP_STEPS,
+                      **overrides) -> Path:
     """Build (or reuse) the tiny Qwen2.5-VL policy directory: model, tokenizer, processor, chat template.
 
     The directory loads with `Qwen2_5_VLForConditionalGeneration.from_pretrained` and
     `AutoProcessor.from_pretrained`, exactly like a downloaded checkpoint.
     """
-    key = _key(_BUILD_VERSION, TINY_POLICY_CONFIG, TINY_TOKENIZER_VOCAB, overrides, seed, templates.QWEN2_5_VL_TOOLS)
+    key = _key(_BUILD_VERSION, TINY_POLICY_CONFIG, TINY_TOKENIZER_VOCAB, overrides, seed, warmup_steps,
+               templates.QWEN2_5_VL_TOOLS)
     target = Path(out_dir) if out_dir else cache_root() / "models" / f"tiny-qwen2.5-vl-s{seed}-{key}"
 
     def build(tmp: Path):
@@ -204,13 +293,16 @@ def build_tiny_policy(seed: int = 0, out_dir: str | Path | None = None, **overri
         config = tiny_policy_config(tokenizer, **overrides)
         torch.manual_seed(seed)
         model = Qwen2_5_VLForConditionalGeneration(config).eval()
+        processor = build_tiny_processor(tokenizer)
+        if warmup_steps:
+            _protocol_warmup(model, processor, seed, warmup_steps)
         model.generation_config = GenerationConfig(
             eos_token_id=[config.text_config.eos_token_id],
             pad_token_id=config.text_config.pad_token_id,
             do_sample=False,
         )
         model.save_pretrained(tmp)
-        build_tiny_processor(tokenizer).save_pretrained(tmp)
+        processor.save_pretrained(tmp)
 
     return _build_atomically(target, build)
 

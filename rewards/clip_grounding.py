@@ -44,14 +44,15 @@ class OpenClipEncoder:
                  precision: str | None = None):
         import open_clip
 
-        from omnidrive_r1.tiny import TINY_CLIP_NAME, load_tiny_clip
+        from omnidrive_r1.tiny import TINY_CLIP_NAME, build_tiny_clip, load_tiny_clip
 
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         if precision is None:
             precision = "bf16" if self.device.type == "cuda" else "fp32"
         self.dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
         if model_name == TINY_CLIP_NAME:  # the offline tiny CLIP of tests and the toy recipes
-            model, self.preprocess, self.tokenizer = load_tiny_clip(pretrained, device=str(self.device))
+            clip_dir = build_tiny_clip() if pretrained in (None, "tiny") else pretrained
+            model, self.preprocess, self.tokenizer = load_tiny_clip(clip_dir, device=str(self.device))
         else:
             model, _, self.preprocess = open_clip.create_model_and_transforms(
                 model_name, pretrained=pretrained, device=self.device)

@@ -1,0 +1,164 @@
+"""`omnidrive-r1 train RECIPE.yaml [key=value ...]`: one Clip-GRPO stage.
+
+recipe -> checks (before anything heavy) -> data -> policy + processor (our chat template) -> zoom tool
+environment -> reward plug-ins -> TRL GRPOTrainer -> outputs/<preset>/<stage>/{final/, metrics.jsonl,
+curves.png, checkpoint-*/, wandb/}.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+from omnidrive_r1.config import RecipeArguments, RecipeError, parse_recipe
+
+
+def check_recipe(recipe: RecipeArguments, grpo, model_args) -> None:
+    """Refuse configurations that cannot work, naming the field, before any model or data is loaded."""
+    import torch
+
+    if recipe.require_gpu and not torch.cuda.is_available():
+        raise RecipeError(f"preset {recipe.preset!r} needs a CUDA GPU (require_gpu: true) and none is visible; "
+                          "on a CPU machine run the toy preset (make stage1)")
+    if grpo.use_vllm and importlib.util.find_spec("vllm") is None:
+        raise RecipeError("use_vllm: true, but vllm is not installed: on a GPU machine pip install "
+                          "'omnidrive-r1[vllm]', or set use_vllm=false")
+    if grpo.num_generations < 2:
+        raise RecipeError(f"num_generations: {grpo.num_generations}; GRPO compares at least 2 completions per prompt")
+    if not recipe.rewards:
+        raise RecipeError("rewards: the recipe lists no rewards")
+    if not 0 < recipe.image_min_pixels <= recipe.image_max_pixels:
+        raise RecipeError(f"image_min_pixels {recipe.image_min_pixels} / image_max_pixels "
+                          f"{recipe.image_max_pixels}: need 0 < min <= max")
+    if recipe.init_from and not (Path(recipe.init_from) / "config.json").exists():
+        raise RecipeError(f"init_from: {recipe.init_from} holds no model. Stage 2 starts from stage 1's final model: "
+                          "run `make stage1` first, or set init_from=PATH")
+    kind = recipe.data.get("kind")
+    if kind not in ("drivelmm", "deepeyes"):
+        raise RecipeError(f"data.kind must be 'drivelmm' or 'deepeyes', got {kind!r}")
+    path = recipe.data.get("path")
+    if not path:
+        raise RecipeError("data.path: the recipe names no data file")
+    if not Path(path).exists() and not recipe.data.get("toydrive"):
+        raise RecipeError(f"data.path: {path} not found (set data.path to your {kind} file)")
+    resume = grpo.resume_from_checkpoint
+    if resume and str(resume).lower() not in ("true", "1", "yes") and not Path(resume).is_dir():
+        raise RecipeError(f"resume_from_checkpoint: {resume} is not a checkpoint directory")
+
+
+def load_data(recipe: RecipeArguments):
+    from omnidrive_r1.data.loaders import load_deepeyes, load_drivelmm
+
+    data = dict(recipe.data)
+    path = Path(data["path"])
+    if not path.exists():
+        from omnidrive_r1.data.toydrive import generate
+
+        spec = data["toydrive"]
+        print(f"generating toydrive into {spec['out']} (frames={spec.get('frames', 16)}, seed={spec.get('seed', 0)})")
+        generate(spec["out"], frames=spec.get("frames", 16), seed=spec.get("seed", 0))
+    if data["kind"] == "drivelmm":
+        ds, report = load_drivelmm(path, data.get("images_root"), skip_bad=data.get("skip_bad", False),
+                                   limit=data.get("limit"))
+    else:
+        ds, report = load_deepeyes(path, sources=data.get("sources"), skip_bad=data.get("skip_bad", False),
+                                   limit=data.get("limit"))
+    print(report.summary())
+    return ds
+
+
+def load_policy(recipe: RecipeArguments, model_args, seed: int):
+    """(model, processor): the policy with our chat template and the recipe's image resolution."""
+    import torch
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from omnidrive_r1 import templates
+    from omnidrive_r1.tiny import build_tiny_policy
+
+    source = recipe.init_from or model_args.model_name_or_path
+    if source == "tiny":
+        source = str(build_tiny_policy(seed=seed))
+    processor = AutoProcessor.from_pretrained(source, min_pixels=recipe.image_min_pixels,
+                                              max_pixels=recipe.image_max_pixels,
+                                              revision=model_args.model_revision)
+    templates.install(processor)
+    dtype = model_args.dtype if model_args.dtype in ("auto", None) else getattr(torch, model_args.dtype)
+    model = AutoModelForImageTextToText.from_pretrained(
+        source, dtype=dtype, revision=model_args.model_revision,
+        attn_implementation=model_args.attn_implementation)
+    return model, processor
+
+
+def setup_wandb(recipe: RecipeArguments, grpo) -> None:
+    if "wandb" not in (grpo.report_to or []):
+        return
+    os.environ.setdefault("WANDB_PROJECT", recipe.wandb_project)
+    os.environ.setdefault("WANDB_RUN_GROUP", recipe.preset)
+    os.environ.setdefault("WANDB_DIR", grpo.output_dir)
+    Path(grpo.output_dir).mkdir(parents=True, exist_ok=True)
+    if not os.environ.get("WANDB_API_KEY") and os.environ.get("WANDB_MODE") is None:
+        os.environ["WANDB_MODE"] = "offline"
+        print(f"wandb: no WANDB_API_KEY, logging offline under {grpo.output_dir}/wandb; upload later with "
+              f"`wandb sync {grpo.output_dir}/wandb/offline-run-*`")
+
+
+def resolve_resume(grpo) -> str | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    resume = grpo.resume_from_checkpoint
+    if not resume:
+        return None
+    if str(resume).lower() in ("true", "1", "yes"):
+        last = get_last_checkpoint(grpo.output_dir) if Path(grpo.output_dir).is_dir() else None
+        if last is None:
+            print(f"resume_from_checkpoint: no checkpoint in {grpo.output_dir} yet, starting fresh")
+        return last
+    return resume
+
+
+def train(recipe_path: str | Path, overrides: list[str] = ()) -> Path:
+    recipe, grpo, model_args = parse_recipe(recipe_path, overrides)
+    check_recipe(recipe, grpo, model_args)
+
+    from trl import get_peft_config
+
+    from omnidrive_r1.metrics import CurvesCallback
+    from omnidrive_r1.rewards import build_rewards
+    from omnidrive_r1.tools import environment_factory
+    from omnidrive_r1.trainer import ClipGRPOTrainer
+
+    if not grpo.run_name or grpo.run_name == grpo.output_dir:
+        grpo.run_name = f"{recipe.preset}-{recipe.stage}"
+    setup_wandb(recipe, grpo)
+    # tools and rewards first: a misspelt plug-in fails before the model is loaded
+    tool_specs = [{**({"name": s} if isinstance(s, str) else s)} for s in recipe.tools]
+    for spec in tool_specs:
+        if spec.get("name") == "zoom_in":  # the tool must resize exactly as the processor does
+            spec.setdefault("min_pixels", recipe.image_min_pixels)
+            spec.setdefault("max_pixels", recipe.image_max_pixels)
+    factory = environment_factory(tool_specs)
+    reward_funcs, weights, names = build_rewards(recipe.rewards)
+    grpo.reward_weights = weights
+    print("rewards: " + ", ".join(f"{n} x{w:g}" for n, w in zip(names, weights)))
+
+    dataset = load_data(recipe)
+    model, processor = load_policy(recipe, model_args, grpo.seed)
+    trainer = ClipGRPOTrainer(
+        model=model, reward_funcs=reward_funcs, args=grpo, train_dataset=dataset, processing_class=processor,
+        environment_factory=factory, peft_config=get_peft_config(model_args),
+        callbacks=[CurvesCallback(grpo.output_dir)],
+    )
+    trainer.train(resume_from_checkpoint=resolve_resume(grpo))
+
+    final = Path(grpo.output_dir) / "final"
+    if model_args.use_peft:  # final/ is a plain model directory: merge the adapters in
+        merged = trainer.accelerator.unwrap_model(trainer.model).merge_and_unload()
+        if trainer.accelerator.is_main_process:
+            merged.save_pretrained(final)
+    else:
+        trainer.save_model(str(final))
+    if trainer.accelerator.is_main_process:
+        processor.save_pretrained(final)
+        print(f"final model: {final}")
+    return final
