@@ -6,15 +6,25 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.stamp-install
 PRESET ?= toy
-DATA ?= outputs/toydrive
+ZERO ?= zero3
+ARGS ?=
+NGPU := $(shell nvidia-smi -L 2>/dev/null | grep -c GPU)
+# the toy preset runs in one CPU process; GPU presets go through accelerate + DeepSpeed, one process per GPU
+ifeq ($(PRESET),toy)
+LAUNCH := $(VENV)/bin/omnidrive-r1
+else
+LAUNCH := $(VENV)/bin/accelerate launch --config_file recipes/accelerate/$(ZERO).yaml --num_processes $(or $(filter-out 0,$(NGPU)),1) -m omnidrive_r1.cli
+endif
 
 export UV_PYTHON_DOWNLOADS := never
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install stage1 test test-fast bench lint clean help
+.PHONY: install stage1 stage2 smoke test test-fast bench lint clean help
 
 help:
-	@echo "make stage1   run the main job on the built-in default (toy preset, CPU)"
+	@echo "make stage1   stage 1 (tool learning) on the built-in default (toy preset, CPU)"
+	@echo "make stage2   stage 2 (driving), starting from stage 1's final model"
+	@echo "              PRESET=omnidrive_r1 for the paper setting on GPUs; ARGS='key=value ...' to override"
 	@echo "make test     run the test suite (installs on first use)"
 	@echo "make bench    print speed figures"
 	@echo "make lint     ruff"
@@ -28,9 +38,15 @@ $(STAMP): pyproject.toml
 	$(UV) pip install --python $(PY) -e '.[dev]'
 	@touch $@
 
-# Until the training issue lands, stage 1 is the smoke job: toydrive data + tiny policy rollouts.
 stage1: install
-	$(VENV)/bin/omnidrive-r1 rollout --data $(DATA) --out outputs/$(PRESET)/stage1
+	$(LAUNCH) train recipes/$(PRESET)/stage1.yaml $(ARGS)
+
+stage2: install
+	$(LAUNCH) train recipes/$(PRESET)/stage2.yaml $(ARGS)
+
+# data + tiny policy + chat template, without training
+smoke: install
+	$(VENV)/bin/omnidrive-r1 rollout --data outputs/toydrive --out outputs/toy/smoke
 
 test: install
 	$(PY) -m pytest -q

@@ -65,8 +65,11 @@ def load_recipe_dict(path: str | Path, overrides: list[str] = ()) -> dict:
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise RecipeError(f"override {item!r} must look like key=value")
+        value = yaml.safe_load(raw)
+        if isinstance(value, bool) and raw.strip().lower() not in ("true", "false"):
+            value = raw.strip()  # YAML 1.1 reads no/yes/on/off as booleans: save_strategy=no means "no"
         try:
-            _set_dotted(config, key.strip(), yaml.safe_load(raw))
+            _set_dotted(config, key.strip(), value)
         except (IndexError, ValueError) as e:
             raise RecipeError(f"override {item!r}: {e}") from e
     return config
@@ -77,6 +80,12 @@ def parse_recipe(path: str | Path, overrides: list[str] = ()):
     from trl import GRPOConfig, ModelConfig, TrlParser
 
     config = load_recipe_dict(path, overrides)
+    if config.get("require_gpu"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise RecipeError(f"{path}: preset {config.get('preset')!r} needs a CUDA GPU (require_gpu: true) and none "
+                              "is visible; on a CPU machine run the toy preset (make stage1)")
     config.setdefault("output_dir", f"outputs/{config.get('preset', 'toy')}/{config.get('stage', 'stage1')}")
     parser = TrlParser((RecipeArguments, GRPOConfig, ModelConfig))
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:

@@ -16,11 +16,6 @@ from omnidrive_r1.config import RecipeArguments, RecipeError, parse_recipe
 
 def check_recipe(recipe: RecipeArguments, grpo, model_args) -> None:
     """Refuse configurations that cannot work, naming the field, before any model or data is loaded."""
-    import torch
-
-    if recipe.require_gpu and not torch.cuda.is_available():
-        raise RecipeError(f"preset {recipe.preset!r} needs a CUDA GPU (require_gpu: true) and none is visible; "
-                          "on a CPU machine run the toy preset (make stage1)")
     if grpo.use_vllm and importlib.util.find_spec("vllm") is None:
         raise RecipeError("use_vllm: true, but vllm is not installed: on a GPU machine pip install "
                           "'omnidrive-r1[vllm]', or set use_vllm=false")
@@ -90,17 +85,22 @@ def load_policy(recipe: RecipeArguments, model_args, seed: int):
     return model, processor
 
 
-def setup_wandb(recipe: RecipeArguments, grpo) -> None:
-    if "wandb" not in (grpo.report_to or []):
+def setup_wandb(recipe: RecipeArguments, grpo, is_main_process: bool) -> None:
+    """Start this stage's run (offline without an API key) in outputs/<preset>/<stage>/wandb; transformers'
+    WandbCallback then logs into it."""
+    if "wandb" not in (grpo.report_to or []) or not is_main_process:
         return
-    os.environ.setdefault("WANDB_PROJECT", recipe.wandb_project)
-    os.environ.setdefault("WANDB_RUN_GROUP", recipe.preset)
-    os.environ.setdefault("WANDB_DIR", grpo.output_dir)
-    Path(grpo.output_dir).mkdir(parents=True, exist_ok=True)
-    if not os.environ.get("WANDB_API_KEY") and os.environ.get("WANDB_MODE") is None:
+    import wandb
+
+    offline = not os.environ.get("WANDB_API_KEY") and os.environ.get("WANDB_MODE") in (None, "offline")
+    if offline:
         os.environ["WANDB_MODE"] = "offline"
         print(f"wandb: no WANDB_API_KEY, logging offline under {grpo.output_dir}/wandb; upload later with "
               f"`wandb sync {grpo.output_dir}/wandb/offline-run-*`")
+    Path(grpo.output_dir).mkdir(parents=True, exist_ok=True)
+    wandb.init(project=os.environ.get("WANDB_PROJECT", recipe.wandb_project), name=grpo.run_name,
+               group=recipe.preset, job_type=recipe.stage, dir=grpo.output_dir,
+               mode="offline" if offline else None, reinit="finish_previous")
 
 
 def resolve_resume(grpo) -> str | None:
@@ -117,6 +117,15 @@ def resolve_resume(grpo) -> str | None:
     return resume
 
 
+def describe_distributed(accelerator) -> str:
+    state = accelerator.state
+    kind = str(state.distributed_type).split(".")[-1]
+    plugin = getattr(state, "deepspeed_plugin", None)
+    if plugin is not None:
+        kind += f" ZeRO-{plugin.zero_stage}"
+    return f"{kind}, {state.num_processes} process{'es' if state.num_processes > 1 else ''} on {state.device}"
+
+
 def train(recipe_path: str | Path, overrides: list[str] = ()) -> Path:
     recipe, grpo, model_args = parse_recipe(recipe_path, overrides)
     check_recipe(recipe, grpo, model_args)
@@ -130,7 +139,6 @@ def train(recipe_path: str | Path, overrides: list[str] = ()) -> Path:
 
     if not grpo.run_name or grpo.run_name == grpo.output_dir:
         grpo.run_name = f"{recipe.preset}-{recipe.stage}"
-    setup_wandb(recipe, grpo)
     # tools and rewards first: a misspelt plug-in fails before the model is loaded
     tool_specs = [{**({"name": s} if isinstance(s, str) else s)} for s in recipe.tools]
     for spec in tool_specs:
@@ -149,6 +157,9 @@ def train(recipe_path: str | Path, overrides: list[str] = ()) -> Path:
         environment_factory=factory, peft_config=get_peft_config(model_args),
         callbacks=[CurvesCallback(grpo.output_dir)],
     )
+    if trainer.accelerator.is_main_process:
+        print(f"distributed: {describe_distributed(trainer.accelerator)}")
+    setup_wandb(recipe, grpo, trainer.accelerator.is_main_process)
     trainer.train(resume_from_checkpoint=resolve_resume(grpo))
 
     final = Path(grpo.output_dir) / "final"
@@ -161,4 +172,9 @@ def train(recipe_path: str | Path, overrides: list[str] = ()) -> Path:
     if trainer.accelerator.is_main_process:
         processor.save_pretrained(final)
         print(f"final model: {final}")
+    if "wandb" in (grpo.report_to or []):
+        import wandb
+
+        if wandb.run is not None:  # one stage, one run (transformers leaves it open for the process)
+            wandb.finish()
     return final

@@ -2,19 +2,22 @@
 built offline under a temporary cache."""
 
 import os
-from pathlib import Path
 
 import pytest
 
 
 @pytest.fixture(scope="session", autouse=True)
 def _offline_cache(tmp_path_factory):
-    # Nothing in the tests may reach a hub; models and stitched frames go to a throw-away cache.
+    # Nothing in the tests may reach a hub. Built tiny models are content-addressed (config, seed, build
+    # version) in the user's cache, so a second run reuses them; OMNIDRIVE_TEST_CACHE picks another folder.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("WANDB_MODE", "offline")
-    cache = os.environ.get("OMNIDRIVE_TEST_CACHE") or str(tmp_path_factory.mktemp("omnidrive-cache"))
-    os.environ["OMNIDRIVE_CACHE"] = cache
-    yield Path(cache)
+    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+    if os.environ.get("OMNIDRIVE_TEST_CACHE"):
+        os.environ["OMNIDRIVE_CACHE"] = os.environ["OMNIDRIVE_TEST_CACHE"]
+    from omnidrive_r1.tiny import cache_root
+
+    yield cache_root()
 
 
 @pytest.fixture(scope="session")

@@ -73,13 +73,30 @@ def _digest(folder):
             for f in sorted(folder.iterdir()) if f.suffix in {".safetensors", ".json"}}
 
 
-def test_tiny_policy_is_deterministic_per_seed(tiny_policy_dir, tmp_path):
+def test_tiny_policy_is_deterministic_per_seed(tmp_path):
     from omnidrive_r1.tiny import build_tiny_policy
 
-    again = build_tiny_policy(seed=0, out_dir=tmp_path / "s0")
-    other = build_tiny_policy(seed=1, out_dir=tmp_path / "s1")
-    assert _digest(again) == _digest(tiny_policy_dir)
-    assert _digest(other)["model.safetensors"] != _digest(again)["model.safetensors"]
+    first = build_tiny_policy(seed=0, out_dir=tmp_path / "a", warmup_steps=2)
+    again = build_tiny_policy(seed=0, out_dir=tmp_path / "b", warmup_steps=2)
+    other = build_tiny_policy(seed=1, out_dir=tmp_path / "c", warmup_steps=2)
+    assert _digest(first) == _digest(again)
+    assert _digest(other)["model.safetensors"] != _digest(first)["model.safetensors"]
+
+
+def test_warmed_up_policy_writes_the_protocol(tiny_policy_dir):
+    """The tiny policy stands in for an instruct model: greedy decoding already follows the protocol's shape."""
+    from omnidrive_r1 import templates
+    from omnidrive_r1.data.loaders import conversation
+    from omnidrive_r1.smoke import with_image_block
+
+    processor = templates.install(AutoProcessor.from_pretrained(tiny_policy_dir))
+    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(tiny_policy_dir).eval()
+    text = processor.apply_chat_template(with_image_block(conversation("What colour is the traffic light ahead?")),
+                                         add_generation_prompt=True, tokenize=False)
+    inputs = processor(text=[text], images=[Image.new("RGB", (800, 450), (90, 120, 160))], return_tensors="pt")
+    out = model.generate(**inputs, max_new_tokens=60, do_sample=False)
+    reply = processor.tokenizer.decode(out[0, inputs["input_ids"].shape[1]:])
+    assert reply.startswith("<think>") and "</think>" in reply, reply
 
 
 def test_tiny_clip_loads_like_an_open_clip_checkpoint(tiny_clip_dir):

@@ -1,0 +1,106 @@
+"""Multi-turn iMCoT rollouts outside training, with transformers `generate` and the same prompt, chat template
+and tools as training. Batched: every conversation that still needs a turn goes to `generate` together."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from trl.chat_template_utils import parse_response
+
+from omnidrive_r1.tools import environment_factory, find_part, tool_methods
+from omnidrive_r1.tools.zoom_in import ZoomInTool
+
+
+@dataclass
+class Rollout:
+    messages: list[dict]  # the whole conversation, prompt included
+    completion: list[dict]  # the model's turns and the tool turns, as TRL hands them to rewards
+    environment: object
+    images: list = field(default_factory=list)
+    truncated: bool = False
+
+    @property
+    def zoom_calls(self):
+        part = find_part(self.environment, ZoomInTool)
+        return part.calls if part is not None else []
+
+
+def _first_user_with_image(prompt: list[dict], image) -> list[dict]:
+    out, done = [], False
+    for m in prompt:
+        content = m["content"]
+        if m["role"] == "user" and not done:
+            text = content if isinstance(content, str) else None
+            blocks = [{"type": "text", "text": text}] if text is not None else list(content)
+            content = [{"type": "image", "image": image}, *blocks]
+            done = True
+        elif isinstance(content, str):
+            content = [{"type": "text", "text": content}]
+        out.append({**m, "content": content})
+    return out
+
+
+def _call_tool(env, call) -> list | str:
+    fn = call.get("function", call)
+    method = getattr(type(env), fn.get("name") or "", None)
+    if fn.get("name") not in tool_methods(type(env)) or method is None:
+        return f"Error: unknown tool {fn.get('name')!r}."
+    args = fn.get("arguments")
+    if not isinstance(args, dict):
+        return "Error: tool arguments must be a JSON object."
+    return getattr(env, fn["name"])(**args)
+
+
+@torch.no_grad()
+def hf_rollout(model, processor, rows: list[dict], tool_specs: list, *, max_turns: int = 4,
+               max_new_tokens: int = 256, do_sample: bool = False, temperature: float = 1.0) -> list[Rollout]:
+    """Roll out `rows` (dataset rows with `prompt` and `image`) until each answers or runs out of turns."""
+    factory = environment_factory(tool_specs)
+    tokenizer = processor.tokenizer
+    rollouts = []
+    for row in rows:
+        env = factory()
+        env.reset(**row)
+        messages = _first_user_with_image(row["prompt"], row["image"])
+        rollouts.append(Rollout(messages, [], env, [row["image"]]))
+    tools = list(tool_methods(type(rollouts[0].environment)).values()) if rollouts else []
+    eos = {tokenizer.eos_token_id, tokenizer.pad_token_id}
+    active = list(range(len(rollouts)))
+    for turn in range(max_turns + 1):
+        if not active:
+            break
+        texts = [processor.apply_chat_template(rollouts[i].messages, tools=tools, add_generation_prompt=True,
+                                               tokenize=False) for i in active]
+        images = [im for i in active for im in rollouts[i].images]
+        inputs = processor(text=texts, images=images, return_tensors="pt", padding=True,
+                           padding_side="left").to(model.device)
+        out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=do_sample,
+                             temperature=temperature if do_sample else None)
+        still = []
+        new_ids = out[:, inputs["input_ids"].shape[1]:].tolist()
+        for k, i in enumerate(active):
+            ids = new_ids[k]
+            ended = any(t in eos for t in ids)
+            ids = ids[:next((j + 1 for j, t in enumerate(ids) if t in eos), len(ids))]
+            prefix = inputs["input_ids"][k][inputs["attention_mask"][k].bool()].tolist()
+            message = parse_response(tokenizer, ids, prefix=prefix, tools=tools)
+            r = rollouts[i]
+            r.messages.append(message)
+            r.completion.append(message)
+            if not ended:
+                r.truncated = True
+                continue
+            calls = message.get("tool_calls") or []
+            if not calls or turn == max_turns:
+                continue
+            for call in calls:
+                result = _call_tool(r.environment, call)
+                content = result if isinstance(result, list) else [{"type": "text", "text": str(result)}]
+                tool_message = {"role": "tool", "name": call.get("function", call).get("name"), "content": content}
+                r.messages.append(tool_message)
+                r.completion.append(tool_message)
+                r.images += [b["image"] for b in content if b.get("type") == "image"]
+            still.append(i)
+        active = still
+    return rollouts

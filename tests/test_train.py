@@ -1,0 +1,209 @@
+"""`omnidrive-r1 train`: recipes, early errors, the two toy stages, DeepSpeed ZeRO-2/3 and resume."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from omnidrive_r1.config import RecipeError, load_recipe_dict, parse_recipe
+from omnidrive_r1.train import check_recipe, train
+
+ROOT = Path(__file__).resolve().parents[1]
+TOY1, TOY2 = ROOT / "recipes/toy/stage1.yaml", ROOT / "recipes/toy/stage2.yaml"
+PAPER1, PAPER2 = ROOT / "recipes/omnidrive_r1/stage1.yaml", ROOT / "recipes/omnidrive_r1/stage2.yaml"
+
+
+def _data_overrides(toydrive_dir, kind="deepeyes"):
+    path = toydrive_dir / ("deepeyes/train.parquet" if kind == "deepeyes" else "drivelmm/train.json")
+    return [f"data.path={path}", f"data.toydrive.out={toydrive_dir}"]
+
+
+# ------------------------------------------------------------------------------------------------- recipes
+
+def test_overrides_win_over_the_file_and_reach_into_sections(toydrive_dir, tmp_path):
+    recipe, grpo, model = parse_recipe(TOY1, ["learning_rate=3e-4", "data.limit=5", "rewards.2.margin=0.2",
+                                              "save_strategy=no", f"output_dir={tmp_path}"])
+    assert grpo.learning_rate == 3e-4 and recipe.data["limit"] == 5 and recipe.rewards[2]["margin"] == 0.2
+    assert grpo.save_strategy == "no" and model.model_name_or_path == "tiny"
+    assert recipe.preset == "toy" and recipe.stage == "stage1" and grpo.num_generations == 4
+
+
+def test_paper_recipes_parse_with_every_knob_set():
+    for path in (PAPER1, PAPER2):
+        raw = load_recipe_dict(path)
+        for knob in ("num_generations", "loss_type", "beta", "epsilon", "learning_rate", "max_completion_length",
+                     "max_tool_calling_iterations", "use_vllm", "vllm_mode", "bf16"):
+            assert knob in raw, (path.name, knob)
+        # the fields exist in GRPOConfig / ModelConfig / RecipeArguments (parsed as on a CPU machine)
+        recipe, grpo, _ = parse_recipe(path, ["require_gpu=false", "bf16=false", "use_cpu=true"])
+        assert grpo.use_vllm and grpo.vllm_mode == "colocate" and recipe.tools[0]["max_tool_calls"] == 4
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["nonsense_field=1"], "nonsense_field"),
+    (["per_device_train_batch_size=3", "num_generations=2"], "num_generations"),
+    (["learning_rate=fast"], "wrong type|learning_rate|could not convert"),
+    (["oops"], "key=value"),
+])
+def test_bad_fields_are_named(overrides, message):
+    with pytest.raises(RecipeError, match=message):
+        parse_recipe(TOY1, overrides)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU refusal")
+def test_paper_preset_without_gpu_fails_before_anything_heavy():
+    with pytest.raises(RecipeError, match="needs a CUDA GPU.*require_gpu"):
+        parse_recipe(PAPER1)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["data.path=/nope/train.parquet", "data.toydrive=null"], "data.path: /nope/train.parquet not found"),
+    (["use_vllm=true"], "use_vllm: true, but vllm is not installed"),
+    (["init_from=/nope/final"], "init_from: /nope/final holds no model.*make stage1"),
+    (["data.kind=coco"], "data.kind must be"),
+    (["rewards=[]"], "rewards"),
+])
+def test_configurations_that_cannot_work_fail_naming_the_field(overrides, message):
+    recipe, grpo, model = parse_recipe(TOY1, overrides)
+    if overrides == ["use_vllm=true"] and __import__("importlib").util.find_spec("vllm") is not None:
+        pytest.skip("vllm is installed here")
+    with pytest.raises(RecipeError, match=message):
+        check_recipe(recipe, grpo, model)
+
+
+def test_unknown_reward_fails_before_the_model_is_loaded(toydrive_dir, tmp_path, monkeypatch):
+    import omnidrive_r1.train as train_mod
+
+    monkeypatch.setattr(train_mod, "load_policy", lambda *a, **k: pytest.fail("model loaded before the check"))
+    with pytest.raises(ValueError, match="unknown reward 'nope'"):
+        train(TOY1, [*_data_overrides(toydrive_dir), "rewards=[{name: nope}]", f"output_dir={tmp_path}"])
+
+
+# ------------------------------------------------------------------------------------------- toy stages
+
+@pytest.mark.slow
+def test_toy_stage1_then_stage2_leave_the_promised_outputs(toydrive_dir, tiny_policy_dir, tmp_path):
+    s1, s2 = tmp_path / "stage1", tmp_path / "stage2"
+    common = ["max_steps=2", "per_device_train_batch_size=4", "save_steps=1", "save_total_limit=1"]
+    final1 = train(TOY1, [*_data_overrides(toydrive_dir), *common, f"output_dir={s1}"])
+    final2 = train(TOY2, [*_data_overrides(toydrive_dir, "drivelmm"), *common, f"output_dir={s2}",
+                          f"init_from={final1}", f"model_name_or_path={final1}"])
+    for out, final in ((s1, final1), (s2, final2)):
+        assert final == out / "final" and (final / "model.safetensors").exists()
+        rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+        steps = [r for r in rows if "reward" in r]
+        assert [r["step"] for r in steps] == [1, 2]
+        for key in ("rewards/answer_accuracy/mean", "rewards/format/mean", "rewards/clip_grounding/mean",
+                    "tools/call_rate", "tools/failure_rate", "tools/crop_area_frac", "step_time", "entropy"):
+            assert key in steps[-1], key
+        assert (out / "curves.png").stat().st_size > 10_000
+        assert list((out / "wandb").glob("offline-run-*")), "no offline wandb run"
+        assert list(out.glob("checkpoint-*"))
+
+    # stage 2's model directory loads in plain transformers and generates with the zoom tool
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from omnidrive_r1.data.loaders import load_drivelmm
+    from omnidrive_r1.rollout import hf_rollout
+    from omnidrive_r1.tiny import TINY_MAX_PIXELS, TINY_MIN_PIXELS
+
+    processor = AutoProcessor.from_pretrained(final2)
+    model = AutoModelForImageTextToText.from_pretrained(final2).eval()
+    assert processor.image_processor.size["longest_edge"] == TINY_MAX_PIXELS
+    real_generate = model.generate
+    turns = []
+
+    def first_turn_zooms(**inputs):
+        """Turn 1 is scripted to call the tool (the 2-step policy rarely does); turn 2 is the model's own,
+        generated with the crop in its context."""
+        turns.append(inputs["image_grid_thw"].shape[0])
+        if len(turns) > 1:
+            return real_generate(**inputs)
+        call = ('<think>Too small.</think>\n<tool_call>\n{"name": "image_zoom_in_tool", "arguments": '
+                '{"bbox_2d": [270, 60, 300, 100], "label": "traffic light"}}\n</tool_call><|im_end|>')
+        ids = processor.tokenizer([call] * len(inputs["input_ids"]), return_tensors="pt")["input_ids"]
+        return torch.cat([inputs["input_ids"], ids], dim=1)
+
+    model.generate = first_turn_zooms
+    ds, _ = load_drivelmm(toydrive_dir / "drivelmm" / "test.json", progress=False, limit=2)
+    rollouts = hf_rollout(model, processor, [ds[0], ds[1]], [{"name": "zoom_in", "min_pixels": TINY_MIN_PIXELS,
+                                                             "max_pixels": TINY_MAX_PIXELS}],
+                          max_turns=1, max_new_tokens=16)
+    assert turns == [2, 4]  # 2 frames, then 2 frames + 2 crops
+    for r in rollouts:
+        assert r.zoom_calls[0].ok and r.zoom_calls[0].crop.size[0] > 0
+        assert [m["role"] for m in r.completion] == ["assistant", "tool", "assistant"]
+
+
+# -------------------------------------------------------------------------------------------- DeepSpeed
+
+def _launch(args, **kw):
+    env = {**os.environ, "DS_ACCELERATOR": "cpu", "WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1",
+           "TRL_EXPERIMENTAL_SILENCE": "1"}
+    return subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, **kw)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("zero", ["zero2", "zero3"])
+def test_two_grpo_steps_under_deepspeed_on_two_cpu_processes(zero, toydrive_dir, tiny_policy_dir, tmp_path):
+    accelerate = Path(sys.executable).parent / "accelerate"
+    out = tmp_path / zero
+    proc = _launch([str(accelerate), "launch", "--config_file", f"recipes/accelerate/{zero}.yaml",
+                    "--num_processes", "2", "--mixed_precision", "no", "-m", "omnidrive_r1.cli", "train",
+                    str(TOY1), *_data_overrides(toydrive_dir), "max_steps=2", "save_strategy=no",
+                    f"output_dir={out}"], timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert f"DEEPSPEED ZeRO-{zero[-1]}, 2 processes" in proc.stdout
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "reward" in r] == [1, 2]
+    assert {"rewards/answer_accuracy/mean", "rewards/format/mean", "rewards/clip_grounding/mean",
+            "tools/call_rate"} <= set(rows[-2])
+    from transformers import AutoModelForImageTextToText
+
+    model, info = AutoModelForImageTextToText.from_pretrained(out / "final", output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"]
+    trained = model.state_dict()
+    start = AutoModelForImageTextToText.from_pretrained(tiny_policy_dir).state_dict()
+    assert all(trained[k].shape == start[k].shape for k in start)  # ZeRO-3 gathered full weights
+    assert any(not torch.equal(trained[k], start[k]) for k in start)
+
+
+# ----------------------------------------------------------------------------------------------- resume
+
+@pytest.mark.slow
+def test_a_killed_run_resumes_where_it_stopped(toydrive_dir, tiny_policy_dir, tmp_path):
+    out = tmp_path / "run"
+    args = [sys.executable, "-m", "omnidrive_r1.cli", "train", str(TOY1), *_data_overrides(toydrive_dir),
+            "max_steps=5", "save_steps=2", "save_total_limit=5", "per_device_train_batch_size=4",
+            "lr_scheduler_type=linear", "warmup_steps=0", "report_to=[]", f"output_dir={out}"]
+    env = {**os.environ, "WANDB_MODE": "offline", "TRL_EXPERIMENTAL_SILENCE": "1"}
+    proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not (out / "checkpoint-2" / "trainer_state.json").exists():
+        assert proc.poll() is None and time.time() < deadline, "training ended before its first checkpoint"
+        time.sleep(0.1)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (out / "final").exists()
+    killed_at = json.loads((out / "checkpoint-2" / "trainer_state.json").read_text())["global_step"]
+    assert killed_at == 2
+
+    proc = _launch([*args[:3], *args[3:], "resume_from_checkpoint=true"], timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    resumed = [r for r in rows if "reward" in r][-3:]
+    assert [r["step"] for r in resumed] == [3, 4, 5]  # the global step continues
+    # the linear schedule continues from step 2 of 5 (lr at step s is lr0 * (1 - (s-1)/5) when logged)
+    lr0 = 5e-5
+    assert [r["learning_rate"] for r in resumed] == pytest.approx([lr0 * (1 - s / 5) for s in (2, 3, 4)], rel=1e-6)
+    # the optimizer state was restored: Adam has counted all 5 steps, not the 3 after the restart
+    state = torch.load(out / "checkpoint-4" / "optimizer.pt", weights_only=False)["state"]
+    assert {int(s["step"]) for s in state.values()} == {4}
+    assert (out / "final" / "model.safetensors").exists()
