@@ -104,10 +104,10 @@ def _build_atomically(target: Path, build) -> Path:
 
 def tokenizer_corpus(seed: int = 0, frames: int = 256) -> list[str]:
     """Text the tiny tokenizer learns its merges from: toydrive questions, answers and protocol words."""
+    import random
+
     from omnidrive_r1.data.toydrive import corpus_lines
     from omnidrive_r1.prompts import SYSTEM_PROMPT
-
-    import random
 
     return [SYSTEM_PROMPT, *corpus_lines(seed=seed, frames=frames), *protocol_texts(random.Random(seed), 64)]
 
