@@ -19,12 +19,13 @@ endif
 export UV_PYTHON_DOWNLOADS := never
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install stage1 stage2 smoke test test-fast bench lint clean help
+.PHONY: install stage1 stage2 eval smoke test test-fast bench lint clean help
 
 help:
 	@echo "make stage1   stage 1 (tool learning) on the built-in default (toy preset, CPU)"
 	@echo "make stage2   stage 2 (driving), starting from stage 1's final model"
 	@echo "              PRESET=omnidrive_r1 for the paper setting on GPUs; ARGS='key=value ...' to override"
+	@echo "make eval     DriveLMM-o1 evaluation of the toy stage-2 model on toydrive test (ARGS='--judge-url ...')"
 	@echo "make test     run the test suite (installs on first use)"
 	@echo "make bench    print speed figures"
 	@echo "make lint     ruff"
@@ -43,6 +44,11 @@ stage1: install
 
 stage2: install
 	$(LAUNCH) train recipes/$(PRESET)/stage2.yaml $(ARGS)
+
+# the toy stage-2 model (or the tiny policy if there is none) on toydrive test, hf engine
+EVAL_MODEL ?= $(if $(wildcard outputs/toy/stage2/final/config.json),outputs/toy/stage2/final,)
+eval: install
+	$(VENV)/bin/omnidrive-r1 eval $(if $(EVAL_MODEL),--model $(EVAL_MODEL),) --out outputs/$(PRESET)/eval $(ARGS)
 
 # data + tiny policy + chat template, without training
 smoke: install

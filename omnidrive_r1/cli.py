@@ -57,6 +57,28 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_eval(args) -> int:
+    from omnidrive_r1.eval.judge import JudgeConfig
+    from omnidrive_r1.eval.run import evaluate
+
+    data = args.data
+    if data is None:
+        from omnidrive_r1.smoke import ensure_toydrive
+
+        data = str(ensure_toydrive("outputs/toydrive") / "drivelmm" / "test.json")
+    judge = None
+    if args.judge_url or args.judge_model:
+        if not (args.judge_url and args.judge_model):
+            raise SystemExit("error: --judge-url and --judge-model go together")
+        prompt = Path(args.judge_prompt).read_text() if args.judge_prompt else None
+        judge = JudgeConfig(url=args.judge_url, model=args.judge_model, api_key_env=args.judge_key_env,
+                            concurrency=args.judge_concurrency, retries=args.judge_retries,
+                            timeout=args.judge_timeout, **({"prompt": prompt} if prompt else {}))
+    evaluate(args.model, data, args.images_root, engine=args.engine, judge_config=judge, limit=args.limit,
+             out=args.out, batch_size=args.batch_size, max_turns=args.max_turns, max_new_tokens=args.max_new_tokens)
+    return 0
+
+
 def cmd_rollout(args) -> int:
     from omnidrive_r1.smoke import smoke_rollout
 
@@ -89,6 +111,30 @@ def build_parser() -> argparse.ArgumentParser:
                     help="override recipe fields; dotted keys reach into sections (data.limit=8, "
                          "rewards.2.weight=0.3); command-line values win over the file")
     tr.set_defaults(func=cmd_train)
+
+    ev = sub.add_parser(
+        "eval", help="evaluate a policy on DriveLMM-o1 (MCQ accuracy, judge scores, tool use)",
+        description="Roll the policy out with the zoom tool on DriveLMM-o1 rows, parse MCQ answers with the "
+                    "official rules (and our strict <answer> parser), optionally judge the reasoning on 12 "
+                    "metrics with any OpenAI-compatible endpoint, and write OUT/{rows.jsonl, results.json, "
+                    "summary.json, summary.md, summary.png}. An interrupted run resumes where it stopped.")
+    ev.add_argument("--model", help="model directory or hub id (default: the tiny policy)")
+    ev.add_argument("--data", help="DriveLMM-o1 JSON (default: toydrive test, generated if missing)")
+    ev.add_argument("--images-root", help="folder the camera paths are relative to (default: the JSON's)")
+    ev.add_argument("--engine", choices=["hf", "vllm"], default="hf", help="generation engine (default hf)")
+    ev.add_argument("--judge-url", help="OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1")
+    ev.add_argument("--judge-model", help="judge model name at that endpoint, e.g. gpt-4o-mini")
+    ev.add_argument("--judge-key-env", default="OPENAI_API_KEY", help="environment variable holding the API key")
+    ev.add_argument("--judge-prompt", help="file with the judge's system prompt (default: the project's)")
+    ev.add_argument("--judge-concurrency", type=int, default=8, help="judge requests in flight (default 8)")
+    ev.add_argument("--judge-retries", type=int, default=4, help="retries per row on errors (default 4)")
+    ev.add_argument("--judge-timeout", type=float, default=60.0, help="seconds per judge request (default 60)")
+    ev.add_argument("--limit", type=int, help="evaluate only the first N rows")
+    ev.add_argument("--out", default="outputs/eval", help="output folder (default outputs/eval)")
+    ev.add_argument("--batch-size", type=int, default=8, help="rows per generation batch (default 8)")
+    ev.add_argument("--max-turns", type=int, default=4, help="tool calls allowed per question (default 4)")
+    ev.add_argument("--max-new-tokens", type=int, default=512, help="tokens per turn (default 512)")
+    ev.set_defaults(func=cmd_eval)
 
     data = sub.add_parser("data", help="generate or check datasets", description="Generate or check datasets.")
     dsub = data.add_subparsers(dest="data_command", required=True, metavar="DATA_COMMAND")

