@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import functools
 import importlib
-import importlib.util
 import inspect
 import pkgutil
-from pathlib import Path
+
+from omnidrive_r1.plugins import load_object
 
 _NOT_REWARDS = {"tool_metrics"}
 
@@ -34,34 +34,13 @@ def available() -> list[str]:
                   if not m.name.startswith("_") and m.name not in _NOT_REWARDS)
 
 
-def _load_path(target: str):
-    module_name, _, attr = target.partition(":")
-    if not attr:
-        raise ValueError(f"reward path {target!r} must look like 'package.module:function' or 'file.py:function'")
-    if module_name.endswith(".py"):
-        path = Path(module_name)
-        if not path.exists():
-            raise ValueError(f"reward file not found: {path}")
-        spec = importlib.util.spec_from_file_location(f"omnidrive_user_reward_{path.stem}", path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    else:
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError as e:
-            raise ValueError(f"cannot import reward module {module_name!r}: {e}") from e
-    if not hasattr(module, attr):
-        raise ValueError(f"reward path {target!r}: {module_name} has no attribute {attr!r}")
-    return getattr(module, attr)
-
-
 def resolve(spec: dict | str):
     """(name, callable target, weight, kwargs) for one recipe entry."""
     spec = {"name": spec} if isinstance(spec, str) else dict(spec)
     weight = float(spec.pop("weight", 1.0))
     if "path" in spec:
         path = spec.pop("path")
-        target = _load_path(path)
+        target = load_object(path, "reward")
         name = spec.pop("name", getattr(target, "__name__", path))
     else:
         name = spec.pop("name", None)

@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import functools
 import importlib
-import importlib.util
 import inspect
 import pkgutil
 from collections.abc import Callable
-from pathlib import Path
+
+from omnidrive_r1.plugins import load_object
 
 
 def available() -> list[str]:
@@ -36,13 +36,7 @@ def resolve(spec: dict | str) -> tuple[str, type, dict]:
     options = {k: v for k, v in spec.items() if k not in ("name", "path")}
     if "path" in spec:
         target = spec["path"]
-        module_name, _, attr = target.partition(":")
-        if not attr:
-            raise ValueError(f"tool path {target!r} must look like 'package.module:Class' or 'file.py:Class'")
-        module = _import(module_name)
-        if not hasattr(module, attr):
-            raise ValueError(f"tool path {target!r}: {module_name} has no attribute {attr!r}")
-        return spec.get("name", attr), getattr(module, attr), options
+        return spec.get("name", target.rpartition(":")[2]), load_object(target, "tool"), options
     name = spec.get("name")
     if name not in available():
         raise ValueError(f"unknown tool {name!r}; known tools: {available()} (or give a path: 'module:Class')")
@@ -50,21 +44,6 @@ def resolve(spec: dict | str) -> tuple[str, type, dict]:
     if not hasattr(module, "TOOL"):
         raise ValueError(f"tools/{name}.py must define TOOL = <its class>")
     return name, module.TOOL, options
-
-
-def _import(module_name: str):
-    if module_name.endswith(".py"):
-        path = Path(module_name)
-        if not path.exists():
-            raise ValueError(f"tool file not found: {path}")
-        spec = importlib.util.spec_from_file_location(path.stem, path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module
-    try:
-        return importlib.import_module(module_name)
-    except ImportError as e:
-        raise ValueError(f"cannot import tool module {module_name!r}: {e}") from e
 
 
 def tool_methods(cls: type) -> dict[str, Callable]:
