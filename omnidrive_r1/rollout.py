@@ -77,6 +77,8 @@ class VLLMEngine:
     def __init__(self, model_dir: str, processor, max_images: int = 5, seed: int = 0, **llm_kwargs):
         from vllm import LLM
 
+        # on vLLM's CPU backend this fraction is of host memory, shared with everything else in the process
+        llm_kwargs.setdefault("gpu_memory_utilization", 0.3)
         size = processor.image_processor.size
         self.llm = LLM(model=str(model_dir), limit_mm_per_prompt={"image": max_images}, seed=seed,
                        mm_processor_kwargs={"min_pixels": size["shortest_edge"], "max_pixels": size["longest_edge"]},

@@ -63,7 +63,30 @@ def load_data(recipe: RecipeArguments):
     return ds
 
 
-def load_policy(recipe: RecipeArguments, model_args, seed: int):
+def vllm_model_dir(source: str | Path, processor, out: str | Path) -> Path:
+    """A model directory for vLLM whose processor resizes images exactly as the trainer's does.
+
+    vLLM reads the image resolution from the directory it is given, while TRL tokenizes prompts with the
+    trainer's processor: if the recipe's min/max pixels differ from the checkpoint's, the two disagree on
+    the number of image tokens (TRL issues #6294, #6401). The weights are linked, not copied; the
+    processor files are written with the recipe's values.
+    """
+    source, out = Path(source), Path(out)
+    if not source.is_dir():  # a hub id: vLLM and transformers share the hub cache
+        from huggingface_hub import snapshot_download
+
+        source = Path(snapshot_download(str(source)))
+    out.mkdir(parents=True, exist_ok=True)
+    for item in source.iterdir():  # weights and model config only: save_pretrained must not write through links
+        link = out / item.name
+        weights = item.suffix in (".safetensors", ".bin") or item.name.endswith(".index.json")
+        if (weights or item.name in ("config.json", "generation_config.json")) and not link.exists():
+            link.symlink_to(item.resolve())
+    processor.save_pretrained(out)
+    return out
+
+
+def load_policy(recipe: RecipeArguments, model_args, seed: int, vllm_dir: str | Path | None = None):
     """(model, processor): the policy with our chat template and the recipe's image resolution."""
     import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor
@@ -82,6 +105,8 @@ def load_policy(recipe: RecipeArguments, model_args, seed: int):
     model = AutoModelForImageTextToText.from_pretrained(
         source, dtype=dtype, revision=model_args.model_revision,
         attn_implementation=model_args.attn_implementation)
+    if vllm_dir is not None:  # TRL starts vLLM from model.name_or_path
+        model.name_or_path = model.config._name_or_path = str(vllm_model_dir(source, processor, vllm_dir))
     return model, processor
 
 
@@ -151,7 +176,8 @@ def train(recipe_path: str | Path, overrides: list[str] = ()) -> Path:
     print("rewards: " + ", ".join(f"{n} x{w:g}" for n, w in zip(names, weights)))
 
     dataset = load_data(recipe)
-    model, processor = load_policy(recipe, model_args, grpo.seed)
+    model, processor = load_policy(recipe, model_args, grpo.seed,
+                                   vllm_dir=Path(grpo.output_dir) / "vllm_model" if grpo.use_vllm else None)
     trainer = ClipGRPOTrainer(
         model=model, reward_funcs=reward_funcs, args=grpo, train_dataset=dataset, processing_class=processor,
         environment_factory=factory, peft_config=get_peft_config(model_args),

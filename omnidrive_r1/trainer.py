@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+import logging
+
 from trl import GRPOTrainer
 
 from omnidrive_r1.protocol import text_of
@@ -24,7 +27,71 @@ def conversation_text(messages) -> str:
     return "\n".join(lines)
 
 
+log = logging.getLogger(__name__)
+
+
+def vllm_runs_on_cpu() -> bool:
+    from vllm.platforms import current_platform
+
+    return current_platform.is_cpu()
+
+
+def reload_vllm_weights(generation) -> None:
+    """Push the trainer's weights into a colocated vLLM engine through vLLM's own reload route.
+
+    TRL copies each tensor with `model.load_weights([(name, tensor)])`. On vLLM's CPU backend that breaks:
+    after loading, every linear layer is handed to a packed GEMM kernel (oneDNN; sgl/zentorch on AMX or Zen
+    CPUs), which keeps its own copy of the weight and replaces `layer.weight` with an empty Parameter
+    without a `weight_loader` (vllm/model_executor/layers/utils.py, dispatch_cpu_unquantized_gemm). A
+    second `load_weights` then fails ("'Parameter' object has no attribute 'weight_loader'"), and even a
+    copy that succeeded would not reach the packed kernel. `reload_weights` restores each layer's original
+    parameters, loads the new tensors and runs `process_weights_after_loading` again, so the kernels are
+    re-packed from the new weights.
+    """
+    runner = generation.llm.llm_engine.model_executor.driver_worker.model_runner
+    runner.reload_weights(weights_iterator=generation._iter_named_params(), is_checkpoint_format=True)
+    generation.llm.reset_prefix_cache()
+
+
+def collapse_image_pads(ids: list[int], pad: int) -> list[int]:
+    """One image placeholder token per image, as in a rendered chat template before the processor expands it."""
+    return [t for i, t in enumerate(ids) if not (t == pad and i and ids[i - 1] == pad)]
+
+
+def generate_with_unexpanded_images(real_generate, pad: int, prompts, images, num_generations, profiler=None):
+    """Hand vLLM prompts whose images are single placeholders, and check it expands them as the trainer did.
+
+    TRL sends the trainer's token ids, image tokens already expanded, with the images. vLLM 0.31 does not
+    recognise the expansion and expands the first placeholders again (measured: a 52-token image became 103
+    tokens; with a crop added, 117 + 15 instead of 52 + 15), so rollouts silently came from other prompts
+    than the ones trained on (TRL issues #6294, #6401). With one placeholder per image vLLM's own processor
+    does the expansion, which must then match the trainer's token for token.
+    """
+    if images is None or all(not im for im in images):
+        return real_generate(prompts, images, num_generations, profiler)
+    collapsed = [collapse_image_pads(list(p), pad) for p in prompts]
+    prompt_ids, completion_ids, logprobs, token_ids = real_generate(collapsed, images, num_generations, profiler)
+    for sent, seen in zip(prompts, prompt_ids):
+        if list(seen) != list(sent):
+            raise RuntimeError(
+                f"vLLM expanded the images to {list(seen).count(pad)} image tokens where the trainer has "
+                f"{list(sent).count(pad)}: the model directory vLLM loaded resizes images differently "
+                "(image_min_pixels / image_max_pixels)")
+    return prompts, completion_ids, logprobs, token_ids
+
+
 class ClipGRPOTrainer(GRPOTrainer):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.use_vllm and self.vllm_mode == "colocate":
+            generation = self.vllm_generation
+            if vllm_runs_on_cpu():
+                log.info("vLLM runs on CPU: weights are synced with vLLM's reload_weights")
+                generation.sync_weights = functools.partial(reload_vllm_weights, generation)
+            if self._is_vlm:
+                generation.generate = functools.partial(generate_with_unexpanded_images, generation.generate,
+                                                        self._image_pad_token_id)
+
     def log(self, logs, start_time=None):
         # TRL logs prompts and completions as message lists; with image blocks ({"type": "image"}) next to text
         # blocks, wandb's Table refuses the rows ("incompatible types"). Text is also easier to read there.

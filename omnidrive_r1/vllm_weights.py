@@ -1,0 +1,41 @@
+"""What vLLM's Qwen2.5-VL should hold, computed from a transformers state dict (for checking weight sync).
+
+vLLM fuses projections (q/k/v -> qkv_proj, gate/up -> gate_up_proj), drops transformers' `model.` prefix
+of the language model and pads the vocabulary; `expected_vllm_tensor` undoes that for one vLLM name.
+"""
+
+from __future__ import annotations
+
+import torch
+
+_FUSED = {"qkv_proj": ("q_proj", "k_proj", "v_proj"), "gate_up_proj": ("gate_proj", "up_proj")}
+
+
+def hf_name(vllm_name: str) -> str:
+    if vllm_name.startswith("visual."):
+        return "model." + vllm_name
+    if vllm_name == "language_model.lm_head.weight":
+        return "lm_head.weight"
+    if vllm_name.startswith("language_model.model."):
+        return "model.language_model." + vllm_name.removeprefix("language_model.model.")
+    return vllm_name
+
+
+def expected_vllm_tensor(vllm_name: str, hf_state: dict[str, torch.Tensor]) -> torch.Tensor:
+    name = hf_name(vllm_name)
+    if name in hf_state:
+        return hf_state[name]
+    for fused, parts in _FUSED.items():
+        if f".{fused}." in name:
+            return torch.cat([hf_state[name.replace(fused, part)] for part in parts], dim=0)
+    raise KeyError(f"no transformers weight for vLLM parameter {vllm_name!r}")
+
+
+def max_weight_gap(vllm_model, hf_state: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Largest absolute difference per vLLM parameter (vocabulary padding ignored)."""
+    gaps = {}
+    for name, param in vllm_model.named_parameters():
+        want = expected_vllm_tensor(name, hf_state).to(param.device, torch.float32)
+        have = param.detach().float()[: want.shape[0]]
+        gaps[name] = float((have - want).abs().max()) if have.shape == want.shape else float("inf")
+    return gaps

