@@ -51,6 +51,9 @@ def reload_vllm_weights(generation) -> None:
     runner = generation.llm.llm_engine.model_executor.driver_worker.model_runner
     runner.reload_weights(weights_iterator=generation._iter_named_params(), is_checkpoint_format=True)
     generation.llm.reset_prefix_cache()
+    # vision embeddings computed with the old weights must go too; resetting through the engine clears the
+    # scheduler's record and the runner's cache together (the runner alone leaves "Encoder cache miss")
+    generation.llm.llm_engine.reset_encoder_cache()
 
 
 def collapse_image_pads(ids: list[int], pad: int) -> list[int]:

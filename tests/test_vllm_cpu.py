@@ -63,10 +63,12 @@ def _toy_trainer(trainer_cls, toydrive_dir, tmp_path, callbacks=()):
 
     recipe, grpo, model_args = parse_recipe(
         "recipes/toy/stage1.yaml",
-        [f"data.path={toydrive_dir / 'deepeyes/train.parquet'}", f"output_dir={tmp_path}", "max_steps=2",
+        # 3 steps over unshuffled rows: consecutive rows share a frame, so an image comes back after a sync
+        # (that is how a stale encoder cache shows: "Encoder cache miss")
+        [f"data.path={toydrive_dir / 'deepeyes/train.parquet'}", f"output_dir={tmp_path}", "max_steps=3",
          "per_device_train_batch_size=4", "report_to=[]", "save_strategy=no", "use_vllm=true",
          "vllm_mode=colocate", "vllm_max_model_length=2048", "learning_rate=0.02", "warmup_steps=0",
-         "lr_scheduler_type=constant"])
+         "lr_scheduler_type=constant", "shuffle_dataset=false"])
     model, processor = load_policy(recipe, model_args, grpo.seed)
 
     def spread(completions, **kwargs):  # distinct rewards, so the first step really moves the weights
@@ -122,7 +124,7 @@ def test_our_sync_repacks_the_cpu_kernels_with_the_new_weights(packed_cpu_kernel
 
     engine.generate = generate_and_check
     trainer.train()
-    assert trainer.state.global_step == 2 and seen
+    assert trainer.state.global_step == 3 and seen
     for name, gap_new, gap_old in seen:
         assert gap_new == 0.0, (name, gap_new)  # an identity through the bf16 kernel returns W exactly
         assert gap_old > 1e-2, (name, gap_old)  # and W is clearly not the weight before step 1
@@ -176,7 +178,7 @@ def test_two_grpo_steps_with_vllm_rollouts_a_tool_call_and_synced_weights(toydri
     engine.generate = generate
     trainer.train()
 
-    assert trainer.state.global_step == 2
+    assert trainer.state.global_step == 3
     assert calls[1] == [2], calls  # the turn after the tool: vLLM got the frame and the crop
     assert len(zooms) == 1 and zooms[0].ok and zooms[0].label == "traffic light" and zooms[0].crop.size[0] > 0
     synced_gap, stale_gap = gaps[0]
