@@ -34,9 +34,13 @@ class ZoomError(ValueError):
 
 
 def model_size(width: int, height: int, *, min_pixels: int, max_pixels: int) -> tuple[int, int]:
-    """(w', h'): the size at which the policy sees a `width` x `height` image."""
+    """(w', h'): the size at which the policy sees a `width` x `height` image.
+
+    qwen-vl-utils can round a very thin side down to 0 where transformers' image processor (what the model
+    really gets) keeps one patch row; the floor of one factor makes the two agree.
+    """
     h, w = smart_resize(height, width, factor=PATCH_FACTOR, min_pixels=min_pixels, max_pixels=max_pixels)
-    return w, h
+    return max(PATCH_FACTOR, w), max(PATCH_FACTOR, h)
 
 
 def _parse_box(bbox_2d) -> tuple[float, float, float, float]:

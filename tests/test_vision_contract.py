@@ -1,6 +1,7 @@
 """Property tests of the coordinate contract (DESIGN.md section 4)."""
 
 import math
+import os
 
 import numpy as np
 import pytest
@@ -11,7 +12,9 @@ from PIL import Image
 from omnidrive_r1.vision import ZoomError, model_size, zoom_box, zoom_crop
 
 MARK = (255, 0, 255)
-SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# ZOOM_PROPERTY_EXAMPLES=600 for a deeper search than CI's default
+SETTINGS = settings(max_examples=int(os.environ.get("ZOOM_PROPERTY_EXAMPLES", 60)), deadline=None,
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 
 
 @st.composite
@@ -148,3 +151,15 @@ def test_bad_boxes_raise_zoom_error_with_a_reason(bad, reason):
     with pytest.raises(ZoomError) as err:
         zoom_crop(Image.new("RGB", (2400, 900)), bad, min_pixels=3136, max_pixels=2400 * 900, min_side=1)
     assert err.value.reason == reason and isinstance(err.value, ValueError)
+
+
+@pytest.mark.parametrize("size, min_pixels, max_pixels", [
+    ((3000, 150), 784, 12544), ((150, 3000), 784, 12544), ((2400, 900), 6272, 125440), ((4800, 1800), 3136, 1003520),
+    ((13, 97), 3136, 50176), ((1600, 900), 200704, 1003520),
+])
+def test_model_size_is_what_the_image_processor_produces(size, min_pixels, max_pixels):
+    from transformers import Qwen2VLImageProcessor
+
+    grid = Qwen2VLImageProcessor(min_pixels=min_pixels, max_pixels=max_pixels)(
+        Image.new("RGB", size), return_tensors="pt")["image_grid_thw"][0]
+    assert model_size(*size, min_pixels=min_pixels, max_pixels=max_pixels) == (int(grid[2]) * 14, int(grid[1]) * 14)
