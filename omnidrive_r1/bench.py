@@ -118,7 +118,8 @@ def bench_vllm_vs_hf(repeats: int = 8) -> dict:
 
     from omnidrive_r1 import templates
     from omnidrive_r1.data.loaders import load_drivelmm
-    from omnidrive_r1.smoke import ensure_toydrive, with_image_block
+    from omnidrive_r1.rollout import with_image
+    from omnidrive_r1.smoke import ensure_toydrive
     from omnidrive_r1.tiny import build_tiny_policy
 
     new_tokens = 64
@@ -126,7 +127,7 @@ def bench_vllm_vs_hf(repeats: int = 8) -> dict:
     processor = templates.install(AutoProcessor.from_pretrained(model_dir))
     ds, _ = load_drivelmm(ensure_toydrive("outputs/toydrive") / "drivelmm" / "test.json", limit=repeats,
                           progress=False)
-    texts = [processor.apply_chat_template(with_image_block(p), add_generation_prompt=True, tokenize=False)
+    texts = [processor.apply_chat_template(with_image(p), add_generation_prompt=True, tokenize=False)
              for p in ds["prompt"]]
     images = list(ds["image"])
     model = AutoModelForImageTextToText.from_pretrained(model_dir).eval()

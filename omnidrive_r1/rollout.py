@@ -26,14 +26,16 @@ class Rollout:
         return part.calls if part is not None else []
 
 
-def _first_user_with_image(prompt: list[dict], image) -> list[dict]:
+def with_image(prompt: list[dict], image=None) -> list[dict]:
+    """The prompt with an image block before the first user turn's text, as TRL builds it for single-image
+    rows (`image=None` leaves a placeholder block for rendering the template only)."""
     out, done = [], False
     for m in prompt:
         content = m["content"]
         if m["role"] == "user" and not done:
             text = content if isinstance(content, str) else None
             blocks = [{"type": "text", "text": text}] if text is not None else list(content)
-            content = [{"type": "image", "image": image}, *blocks]
+            content = [{"type": "image", **({"image": image} if image is not None else {})}, *blocks]
             done = True
         elif isinstance(content, str):
             content = [{"type": "text", "text": content}]
@@ -104,7 +106,7 @@ def rollout(engine, processor, rows: list[dict], tool_specs: list, *, max_turns:
     for row in rows:
         env = factory()
         env.reset(**row)
-        messages = _first_user_with_image(row["prompt"], row["image"])
+        messages = with_image(row["prompt"], row["image"])
         rollouts.append(Rollout(messages, [], env, [row["image"]]))
     tools = list(tool_methods(type(rollouts[0].environment)).values()) if rollouts else []
     eos = {tokenizer.eos_token_id, tokenizer.pad_token_id}

@@ -18,23 +18,13 @@ def ensure_toydrive(data: str | Path, frames: int = 16, seed: int = 0) -> Path:
     return data
 
 
-def with_image_block(prompt: list[dict]) -> list[dict]:
-    """Put the image placeholder before the first user turn's text, as TRL does for single-image rows."""
-    out, done = [], False
-    for m in prompt:
-        if m["role"] == "user" and not done:
-            m = {**m, "content": [{"type": "image"}, {"type": "text", "text": m["content"]}]}
-            done = True
-        out.append(m)
-    return out
-
-
 def smoke_rollout(model: str | None, data: str | Path, n: int = 4, max_new_tokens: int = 32,
                   out: str | Path = "outputs/toy/smoke", seed: int = 0) -> list[dict]:
     import torch
     from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
 
     from omnidrive_r1.data.loaders import load_drivelmm
+    from omnidrive_r1.rollout import with_image
     from omnidrive_r1.tiny import build_tiny_policy
 
     data = ensure_toydrive(data, seed=seed)
@@ -44,7 +34,7 @@ def smoke_rollout(model: str | None, data: str | Path, n: int = 4, max_new_token
     processor = AutoProcessor.from_pretrained(model_dir)
     processor.tokenizer.padding_side = "left"
     policy = Qwen2_5_VLForConditionalGeneration.from_pretrained(model_dir).eval()
-    texts = [processor.apply_chat_template(with_image_block(p), add_generation_prompt=True, tokenize=False)
+    texts = [processor.apply_chat_template(with_image(p), add_generation_prompt=True, tokenize=False)
              for p in ds["prompt"]]
     inputs = processor(text=texts, images=list(ds["image"]), return_tensors="pt", padding=True)
     t0 = time.perf_counter()

@@ -87,11 +87,11 @@ def test_warmed_up_policy_writes_the_protocol(tiny_policy_dir):
     """The tiny policy stands in for an instruct model: greedy decoding already follows the protocol's shape."""
     from omnidrive_r1 import templates
     from omnidrive_r1.data.loaders import conversation
-    from omnidrive_r1.smoke import with_image_block
+    from omnidrive_r1.rollout import with_image
 
     processor = templates.install(AutoProcessor.from_pretrained(tiny_policy_dir))
     model = Qwen2_5_VLForConditionalGeneration.from_pretrained(tiny_policy_dir).eval()
-    text = processor.apply_chat_template(with_image_block(conversation("What colour is the traffic light ahead?")),
+    text = processor.apply_chat_template(with_image(conversation("What colour is the traffic light ahead?")),
                                          add_generation_prompt=True, tokenize=False)
     inputs = processor(text=[text], images=[Image.new("RGB", (800, 450), (90, 120, 160))], return_tensors="pt")
     out = model.generate(**inputs, max_new_tokens=60, do_sample=False)
