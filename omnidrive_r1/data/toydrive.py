@@ -25,13 +25,13 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
+from omnidrive_r1.data.loaders import DRIVELMM_MCQ_QNUMS as MCQ_QNUMS  # noqa: F401 (re-exported)
 from omnidrive_r1.data.stitch import CAMERAS, cell_origin
 
 LIGHT_COLORS = {"red": (235, 40, 35), "yellow": (245, 200, 30), "green": (40, 220, 90)}
 SIGN_BLUE = (30, 80, 200)
 WHITE = (250, 250, 250)
 VEST_ORANGE = (255, 120, 0)
-MCQ_QNUMS = (2, 3, 4, 5, 8)
 
 LIGHT_OPTIONS = {
     "red": "The light is red.",

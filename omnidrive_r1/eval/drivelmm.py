@@ -19,7 +19,6 @@ METRICS = ("Faithfulness-Step", "Informativeness-Step", "Risk Assessment Accurac
            "Scene Awareness & Object Understanding", "Repetition-Token", "Hallucination", "Semantic Coverage-Step",
            "Commonsense", "Missing Step", "Relevance", "Missing Details")
 OVERALL = "Overall Score"
-MCQ_QNUMS = frozenset({2, 3, 4, 5, 8})
 
 # Published (reasoning score %, MCQ accuracy %) on DriveLMM-o1 test.
 PUBLISHED = {
@@ -60,13 +59,6 @@ def strict_mcq_letter(response: str) -> str | None:
     """Our protocol: the letter written in the last <answer>...</answer>."""
     found = ANSWER_RE.findall(response)
     return mcq_letter(found[-1].strip()) if found else None
-
-
-def qnum(idx: str) -> int | None:
-    try:
-        return int(str(idx).rsplit("_", 1)[-1])
-    except ValueError:
-        return None
 
 
 def official_export_response(response: str, answer: str | None) -> str:
