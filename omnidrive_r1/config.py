@@ -31,6 +31,8 @@ class RecipeArguments:
     image_max_pixels: int = field(default=1003520, metadata={"help": "policy input resize: max pixels"})
     init_from: str | None = field(default=None, metadata={
         "help": "start from this local model directory (stage 2: stage 1's final/); must exist"})
+    overwrite_output_dir: bool = field(default=False, metadata={
+        "help": "replace the outputs of an earlier run in output_dir (otherwise such a run is refused)"})
     require_gpu: bool = field(default=False, metadata={"help": "refuse to start without a CUDA GPU"})
     wandb_project: str = field(default="omnidrive-r1", metadata={"help": "Weights & Biases project"})
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from pathlib import Path
 
@@ -30,6 +31,14 @@ class CurvesCallback(TrainerCallback):
 
     def on_train_begin(self, args, state, control, **kwargs):
         self._last = (time.perf_counter(), state.global_step)
+        path = self.dir / "metrics.jsonl"
+        if state.is_world_process_zero and state.global_step and path.exists():
+            # resumed: the killed run may have logged steps after its last checkpoint; they are trained again
+            kept = [line for line in path.read_text().splitlines()
+                    if _step_of(line) is not None and _step_of(line) <= state.global_step]
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text("".join(line + "\n" for line in kept))
+            os.replace(tmp, path)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not state.is_world_process_zero or not logs:
@@ -47,6 +56,13 @@ class CurvesCallback(TrainerCallback):
         if state.is_world_process_zero and (self.dir / "metrics.jsonl").exists():
             plot_curves(self.dir / "metrics.jsonl", self.dir / "curves.png",
                         title=f"{args.run_name} ({state.global_step} steps)")
+
+
+def _step_of(line: str) -> int | None:
+    try:
+        return int(json.loads(line)["step"])
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+        return None  # a line cut short by a killed run
 
 
 def read_metrics(path: str | Path) -> list[dict]:

@@ -129,17 +129,62 @@ def setup_wandb(recipe: RecipeArguments, grpo, is_main_process: bool) -> None:
 
 
 def resolve_resume(grpo) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
+    """The checkpoint to resume from: a directory the user named, or (for `true`) the newest complete one in
+    output_dir. Directories passed over (an interrupted save, a checkpoint missing files) are named."""
+    from omnidrive_r1.checkpoints import checkpoint_problems, last_complete_checkpoint
 
     resume = grpo.resume_from_checkpoint
     if not resume:
         return None
+    needs_optimizer = not grpo.save_only_model
     if str(resume).lower() in ("true", "1", "yes"):
-        last = get_last_checkpoint(grpo.output_dir) if Path(grpo.output_dir).is_dir() else None
+        last, notes = last_complete_checkpoint(grpo.output_dir, needs_optimizer)
+        for note in notes:
+            print(f"resume_from_checkpoint: {note}")
         if last is None:
-            print(f"resume_from_checkpoint: no checkpoint in {grpo.output_dir} yet, starting fresh")
-        return last
+            print(f"resume_from_checkpoint: no complete checkpoint in {grpo.output_dir} yet, starting fresh")
+            return None
+        print(f"resume_from_checkpoint: resuming from {last}")
+        return str(last)
+    problems = checkpoint_problems(resume, needs_optimizer)
+    if problems:
+        raise RecipeError(f"resume_from_checkpoint: {resume} is incomplete ({', '.join(problems)}); "
+                          "use resume_from_checkpoint=true to take the newest complete one")
     return resume
+
+
+# what a training run writes into its output_dir (and all that `overwrite_output_dir` removes)
+RUN_ARTIFACTS = ("final", "metrics.jsonl", "curves.png", "vllm_model", ".partial", "wandb")
+
+
+def existing_run(output_dir: str | Path) -> list[str]:
+    """What an earlier run left in `output_dir`."""
+    out = Path(output_dir)
+    if not out.is_dir():
+        return []
+    found = [name for name in ("final", "metrics.jsonl") if (out / name).exists()]
+    checkpoints = sorted(p.name for p in out.glob("checkpoint-*") if p.is_dir())
+    return found + checkpoints
+
+
+def prepare_output_dir(recipe: RecipeArguments, grpo) -> None:
+    """Refuse to mix two runs in one output_dir: continue the old one (resume) or replace it (overwrite)."""
+    import shutil
+
+    found = existing_run(grpo.output_dir)
+    if not found or grpo.resume_from_checkpoint:
+        return
+    if not recipe.overwrite_output_dir:
+        raise RecipeError(f"output_dir: {grpo.output_dir} already holds a run ({', '.join(found[:4])}). "
+                          "Continue it with resume_from_checkpoint=true, replace it with overwrite_output_dir=true, "
+                          "or choose another output_dir")
+    out = Path(grpo.output_dir)
+    print(f"overwrite_output_dir: removing the earlier run's outputs from {out}")
+    for path in [*(out / name for name in RUN_ARTIFACTS), *out.glob("checkpoint-*")]:
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
 
 
 def describe_distributed(accelerator) -> str:
@@ -154,13 +199,16 @@ def describe_distributed(accelerator) -> str:
 def train(recipe_path: str | Path, overrides: list[str] = ()) -> Path:
     recipe, grpo, model_args = parse_recipe(recipe_path, overrides)
     check_recipe(recipe, grpo, model_args)
+    prepare_output_dir(recipe, grpo)
+    resume = resolve_resume(grpo)
 
     from trl import get_peft_config
 
+    from omnidrive_r1.checkpoints import discard_staging
     from omnidrive_r1.metrics import CurvesCallback
     from omnidrive_r1.rewards import build_rewards
     from omnidrive_r1.tools import environment_factory
-    from omnidrive_r1.trainer import ClipGRPOTrainer
+    from omnidrive_r1.trainer import ToolGRPOTrainer
 
     if not grpo.run_name or grpo.run_name == grpo.output_dir:
         grpo.run_name = f"{recipe.preset}-{recipe.stage}"
@@ -178,7 +226,7 @@ def train(recipe_path: str | Path, overrides: list[str] = ()) -> Path:
     dataset = load_data(recipe)
     model, processor = load_policy(recipe, model_args, grpo.seed,
                                    vllm_dir=Path(grpo.output_dir) / "vllm_model" if grpo.use_vllm else None)
-    trainer = ClipGRPOTrainer(
+    trainer = ToolGRPOTrainer(
         model=model, reward_funcs=reward_funcs, args=grpo, train_dataset=dataset, processing_class=processor,
         environment_factory=factory, peft_config=get_peft_config(model_args),
         callbacks=[CurvesCallback(grpo.output_dir)],
@@ -186,7 +234,12 @@ def train(recipe_path: str | Path, overrides: list[str] = ()) -> Path:
     if trainer.accelerator.is_main_process:
         print(f"distributed: {describe_distributed(trainer.accelerator)}")
     setup_wandb(recipe, grpo, trainer.accelerator.is_main_process)
-    trainer.train(resume_from_checkpoint=resolve_resume(grpo))
+    if trainer.accelerator.is_main_process:
+        discard_staging(grpo.output_dir)  # what an interrupted save left behind
+        if resume is None and (Path(grpo.output_dir) / "metrics.jsonl").exists():
+            (Path(grpo.output_dir) / "metrics.jsonl").unlink()  # a killed run that saved no checkpoint yet
+    trainer.accelerator.wait_for_everyone()
+    trainer.train(resume_from_checkpoint=resume)
 
     final = Path(grpo.output_dir) / "final"
     if model_args.use_peft:  # final/ is a plain model directory: merge the adapters in

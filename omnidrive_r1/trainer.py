@@ -1,12 +1,21 @@
-"""`ClipGRPOTrainer`: TRL's GRPOTrainer with the few fixes our multimodal tool setup needs."""
+"""`ToolGRPOTrainer`: TRL's GRPOTrainer with the few fixes a policy with image-returning tools needs.
+
+- checkpoints are written under a staging name and published whole, and resume restores the weights in
+  whatever key layout they were saved (`omnidrive_r1.checkpoints`);
+- on vLLM's CPU backend, weights are synced through vLLM's reload route and prompts go to vLLM with one
+  placeholder per image (see the functions below).
+"""
 
 from __future__ import annotations
 
 import functools
 import logging
+import os
+from pathlib import Path
 
 from trl import GRPOTrainer
 
+from omnidrive_r1.checkpoints import STAGING, load_model_weights, publish
 from omnidrive_r1.protocol import text_of
 
 
@@ -83,7 +92,7 @@ def generate_with_unexpanded_images(real_generate, pad: int, prompts, images, nu
     return prompts, completion_ids, logprobs, token_ids
 
 
-class ClipGRPOTrainer(GRPOTrainer):
+class ToolGRPOTrainer(GRPOTrainer):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         if self.use_vllm and self.vllm_mode == "colocate":
@@ -104,3 +113,44 @@ class ClipGRPOTrainer(GRPOTrainer):
                 if not isinstance(item, str):
                     buffer[i] = conversation_text(item)
         super().log(logs, start_time)
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        # transformers loads the file with a plain `load_state_dict`, which matches no key of a Qwen2.5-VL saved
+        # by `save_pretrained` (it writes the checkpoint layout `model.layers.*`) and then trains on from the
+        # initial weights, with a warning only. Adapters and FSDP keep their own loaders.
+        from transformers.trainer import _is_peft_model
+
+        model = model if model is not None else self.model
+        if _is_peft_model(model) or self.is_fsdp_enabled:
+            return super()._load_from_checkpoint(resume_from_checkpoint, model)
+        load_model_weights(model, resume_from_checkpoint)
+
+    def _save_checkpoint(self, model, trial):
+        """Write the checkpoint under `.partial/` and move it into place once every rank has written its part,
+        so an interrupted save is never mistaken for a checkpoint."""
+        from transformers.trainer_utils import rotate_checkpoints
+
+        run_dir = Path(self._get_output_dir(trial=trial))
+        name = f"checkpoint-{self.state.global_step}"
+        staging = run_dir / STAGING
+        self._get_output_dir = lambda trial=None: str(staging)  # every write of the save goes to staging
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            del self._get_output_dir
+        self.accelerator.wait_for_everyone()
+        if self.args.should_save:
+            publish(staging / name, run_dir / name)
+            if not any(staging.iterdir()):
+                os.rmdir(staging)
+            rotate_checkpoints(output_dir=str(run_dir), save_total_limit=self.args.save_total_limit,
+                               best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=True)
+        self.accelerator.wait_for_everyone()
+
+    def _run_epoch(self, *args, **kwargs):
+        # transformers runs one step before it first checks whether training should stop, so a run resumed at
+        # max_steps trained one step more than asked
+        if 0 < self.state.max_steps <= self.state.global_step:
+            self.control.should_training_stop = True
+            return None
+        return super()._run_epoch(*args, **kwargs)
