@@ -19,8 +19,8 @@ def bench_tool_call(repeats: int = 200) -> dict:
     from trl.chat_template_utils import parse_response
 
     from omnidrive_r1 import templates
-    from omnidrive_r1.tiny import build_tiny_policy
     from omnidrive_r1.tools.zoom_in import ZoomInTool
+    from omnidrive_r1.toy.tiny import build_tiny_policy
     from omnidrive_r1.vision import model_size
 
     processor = templates.install(AutoProcessor.from_pretrained(build_tiny_policy()))
@@ -120,7 +120,7 @@ def bench_vllm_vs_hf(repeats: int = 8) -> dict:
     from omnidrive_r1.data.loaders import load_drivelmm
     from omnidrive_r1.rollout import with_image
     from omnidrive_r1.smoke import ensure_toydrive
-    from omnidrive_r1.tiny import build_tiny_policy
+    from omnidrive_r1.toy.tiny import build_tiny_policy
 
     new_tokens = 64
     model_dir = build_tiny_policy()

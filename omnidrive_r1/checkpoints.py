@@ -1,4 +1,5 @@
-"""Checkpoints that are complete or invisible, and resume that restores what was trained.
+"""Checkpoints that are complete or invisible, resume that restores what was trained, and run directories
+that never mix two runs.
 
 - Saving: the trainer writes each checkpoint under `<output_dir>/.partial/checkpoint-N` and moves it to
   `<output_dir>/checkpoint-N` only once every rank has finished writing, so a save cut short by a kill is
@@ -17,13 +18,15 @@ import re
 import shutil
 from pathlib import Path
 
+from omnidrive_r1.errors import UserError
+
 log = logging.getLogger(__name__)
 
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 STAGING = ".partial"  # where a checkpoint is written before it becomes visible
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError):
     """A checkpoint that cannot be resumed from; the message names the directory and what is wrong."""
 
 
@@ -140,3 +143,60 @@ def load_model_weights(model, checkpoint: str | Path) -> None:
         raise CheckpointError(f"{checkpoint}: saved tensors have other shapes than the model's: {shapes[:5]}")
     model.load_state_dict(state, strict=False)
     log.info("restored %d tensors from %s", len(state), checkpoint)
+
+
+def resolve_resume(grpo) -> str | None:
+    """The checkpoint to resume from: a directory the user named, or (for `true`) the newest complete one in
+    output_dir. Directories passed over (an interrupted save, a checkpoint missing files) are named."""
+    resume = grpo.resume_from_checkpoint
+    if not resume:
+        return None
+    needs_optimizer = not grpo.save_only_model
+    if str(resume).lower() in ("true", "1", "yes"):
+        last, notes = last_complete_checkpoint(grpo.output_dir, needs_optimizer)
+        for note in notes:
+            log.info(f"resume_from_checkpoint: {note}")
+        if last is None:
+            log.info(f"resume_from_checkpoint: no complete checkpoint in {grpo.output_dir} yet, starting fresh")
+            return None
+        log.info(f"resume_from_checkpoint: resuming from {last}")
+        return str(last)
+    problems = checkpoint_problems(resume, needs_optimizer)
+    if problems:
+        raise CheckpointError(f"resume_from_checkpoint: {resume} is incomplete ({', '.join(problems)}); "
+                          "use resume_from_checkpoint=true to take the newest complete one")
+    return resume
+
+
+# what a training run writes into its output_dir (and all that `overwrite_output_dir` removes)
+RUN_ARTIFACTS = ("final", "metrics.jsonl", "curves.png", "vllm_model", ".partial", "wandb")
+
+
+def existing_run(output_dir: str | Path) -> list[str]:
+    """What an earlier run left in `output_dir`."""
+    out = Path(output_dir)
+    if not out.is_dir():
+        return []
+    found = [name for name in ("final", "metrics.jsonl") if (out / name).exists()]
+    checkpoints = sorted(p.name for p in out.glob("checkpoint-*") if p.is_dir())
+    return found + checkpoints
+
+
+def prepare_output_dir(grpo, overwrite: bool) -> None:
+    """Refuse to mix two runs in one output_dir: continue the old one (resume) or replace it (overwrite)."""
+    import shutil
+
+    found = existing_run(grpo.output_dir)
+    if not found or grpo.resume_from_checkpoint:
+        return
+    if not overwrite:
+        raise CheckpointError(f"output_dir: {grpo.output_dir} already holds a run ({', '.join(found[:4])}). "
+                          "Continue it with resume_from_checkpoint=true, replace it with overwrite_output_dir=true, "
+                          "or choose another output_dir")
+    out = Path(grpo.output_dir)
+    log.info(f"overwrite_output_dir: removing the earlier run's outputs from {out}")
+    for path in [*(out / name for name in RUN_ARTIFACTS), *out.glob("checkpoint-*")]:
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -19,8 +20,35 @@ def _size(text: str) -> tuple[int, int]:
     return w, h
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be greater than 0, got {text}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    value = _positive_float(text)
+    if value > 1:
+        raise argparse.ArgumentTypeError(f"must be a fraction in (0, 1], got {text}")
+    return value
+
+
 def cmd_data_toydrive(args) -> int:
-    from omnidrive_r1.data.toydrive import generate
+    from omnidrive_r1.toy.toydrive import generate
 
     info = generate(args.out, frames=args.frames, seed=args.seed, camera_size=args.camera_size,
                     test_fraction=args.test_fraction)
@@ -41,7 +69,7 @@ def cmd_data_check(args) -> int:
 
 
 def cmd_models_tiny(args) -> int:
-    from omnidrive_r1.tiny import build_tiny_clip, build_tiny_policy
+    from omnidrive_r1.toy.tiny import build_tiny_clip, build_tiny_policy
 
     out = Path(args.out) if args.out else None
     policy = build_tiny_policy(args.seed, out / "policy" if out else None)
@@ -57,33 +85,90 @@ def cmd_train(args) -> int:
     return 0
 
 
-def cmd_eval(args) -> int:
+def _judge_config(args):
+    from omnidrive_r1.errors import UserError
     from omnidrive_r1.eval.judge import JudgeConfig
-    from omnidrive_r1.eval.run import evaluate
 
-    data = args.data
-    if data is None:
-        from omnidrive_r1.smoke import ensure_toydrive
+    if not (args.judge_url or args.judge_model or args.official_script):
+        return None
+    if not args.judge_url:
+        raise UserError("--judge-url is needed to judge (an OpenAI-compatible base URL such as http://127.0.0.1:8000/v1)")
+    common = dict(api_key_env=args.judge_key_env, concurrency=args.judge_concurrency, retries=args.judge_retries,
+                  timeout=args.judge_timeout)
+    if args.official_script:
+        if args.judge_prompt:
+            raise UserError("--judge-prompt and --official-script exclude each other: the official request has "
+                            "its own prompt")
+        model = {"model": args.judge_model} if args.judge_model else {}
+        return JudgeConfig.official(args.official_script, args.judge_url, **model, **common)
+    if not args.judge_model:
+        raise UserError("--judge-model is needed with --judge-url (e.g. gpt-4o-mini)")
+    extra = {}
+    if args.judge_prompt:
+        path = Path(args.judge_prompt)
+        if not path.is_file():
+            raise UserError(f"--judge-prompt: {path} not found")
+        extra = {"prompt": path.read_text(), "prompt_source": f"the prompt in {path}"}
+    return JudgeConfig(url=args.judge_url, model=args.judge_model, **common, **extra)
 
-        data = str(ensure_toydrive("outputs/toydrive") / "drivelmm" / "test.json")
-    judge = None
-    if args.judge_url or args.judge_model:
-        if not (args.judge_url and args.judge_model):
-            raise SystemExit("error: --judge-url and --judge-model go together")
-        prompt = Path(args.judge_prompt).read_text() if args.judge_prompt else None
-        judge = JudgeConfig(url=args.judge_url, model=args.judge_model, api_key_env=args.judge_key_env,
-                            concurrency=args.judge_concurrency, retries=args.judge_retries,
-                            timeout=args.judge_timeout, **({"prompt": prompt} if prompt else {}))
-    evaluate(args.model, data, args.images_root, engine=args.engine, judge_config=judge, limit=args.limit,
-             out=args.out, batch_size=args.batch_size, max_turns=args.max_turns, max_new_tokens=args.max_new_tokens)
+
+def _default_out(model: str | None, results: str | None) -> str:
+    """outputs/eval/<name>: outputs/toy/stage2/final -> outputs/eval/toy-stage2-final."""
+    name = Path(results).stem if results else "-".join(Path(model).parts[-3:])
+    return str(Path("outputs/eval") / name)
+
+
+def _toy_test_set() -> str:
+    from omnidrive_r1.toy.toydrive import ensure_toydrive
+
+    return str(ensure_toydrive("outputs/toydrive") / "drivelmm" / "test.json")
+
+
+def cmd_eval(args) -> int:
+    from omnidrive_r1.errors import UserError
+    from omnidrive_r1.eval.run import evaluate, score_results
+    from omnidrive_r1.rollout import RolloutSettings
+
+    judge = _judge_config(args)
+    if args.results:
+        if not args.data:
+            raise UserError("--results needs --data, the DriveLMM-o1 test JSON the results answer")
+        score_results(args.results, args.data, judge_config=judge, out=args.out or _default_out(None, args.results),
+                      overwrite=args.overwrite)
+        return 0
+    if not args.model:
+        raise UserError("--model is needed (a model directory such as outputs/toy/stage2/final, or a hub id)")
+    settings = RolloutSettings.of_model(args.model)
+    if args.max_turns is not None:
+        settings.max_turns = args.max_turns
+    if args.max_completion_length is not None:
+        settings.max_completion_length = args.max_completion_length
+    evaluate(args.model, args.data or _toy_test_set(), args.images_root, engine=args.engine, judge_config=judge,
+             limit=args.limit, out=args.out or _default_out(args.model, None), batch_size=args.batch_size,
+             settings=settings, tools=not args.no_tools, overwrite=args.overwrite)
     return 0
 
 
 def cmd_rollout(args) -> int:
-    from omnidrive_r1.smoke import smoke_rollout
+    from omnidrive_r1.data.loaders import load_drivelmm
+    from omnidrive_r1.eval.run import make_record
+    from omnidrive_r1.rollout import RolloutSettings, make_engine, rollout
 
-    smoke_rollout(model=args.model, data=args.data, n=args.n, max_new_tokens=args.max_new_tokens,
-                  out=args.out, seed=args.seed)
+    ds, report = load_drivelmm(args.data or _toy_test_set(), limit=args.n)
+    print(report.summary())
+    settings = RolloutSettings.of_model(args.model)
+    if args.max_completion_length is not None:
+        settings.max_completion_length = args.max_completion_length
+    engine, processor = make_engine(args.engine, args.model, settings)
+    rows = [ds[i] for i in range(len(ds))]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "rollouts.jsonl", "w") as f:
+        for row, r in zip(rows, rollout(engine, processor, rows, settings, do_sample=args.sample)):
+            record = make_record(row, r)
+            f.write(json.dumps(record) + "\n")
+            print(f"[{record['idx'][-12:]}] {len(record['tool_calls'])} tool calls, answer {record['answer']!r}")
+    print(f"{len(rows)} rollouts -> {out / 'rollouts.jsonl'}")
     return 0
 
 
@@ -114,26 +199,42 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser(
         "eval", help="evaluate a policy on DriveLMM-o1 (MCQ accuracy, judge scores, tool use)",
-        description="Roll the policy out with the zoom tool on DriveLMM-o1 rows, parse MCQ answers with the "
-                    "official rules (and our strict <answer> parser), optionally judge the reasoning on 12 "
+        description="Roll the policy out with its tools on DriveLMM-o1 rows (as the recipe that trained it did), "
+                    "parse MCQ answers with the official rules and ours, optionally judge the reasoning on 12 "
                     "metrics with any OpenAI-compatible endpoint, and write OUT/{rows.jsonl, results.json, "
-                    "summary.json, summary.md, summary.png}. An interrupted run resumes where it stopped.")
-    ev.add_argument("--model", help="model directory or hub id (default: the tiny policy)")
+                    "summary.json, summary.md, summary.png}. With --results, score any model's official-format "
+                    "results file instead. An interrupted run resumes where it stopped.",
+        epilog="examples:\n  omnidrive-r1 eval --model outputs/toy/stage2/final\n"
+               "  omnidrive-r1 eval --model outputs/toy/base/policy --no-tools\n"
+               "  omnidrive-r1 eval --model /models/run/final --data /data/DriveLMM-o1/test.json \\\n"
+               "      --images-root /data/nuscenes --judge-url http://127.0.0.1:8000/v1 \\\n"
+               "      --official-script ~/DriveLMM-o1/evaluation/evaluation_script.py\n"
+               "  omnidrive-r1 eval --results their_results.json --data /data/DriveLMM-o1/test.json \\\n"
+               "      --judge-url http://127.0.0.1:8000/v1 --judge-model gpt-4o-mini",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    ev.add_argument("--model", help="model directory or hub id to roll out")
+    ev.add_argument("--results", help="score this official-format results file instead of generating")
     ev.add_argument("--data", help="DriveLMM-o1 JSON (default: toydrive test, generated if missing)")
     ev.add_argument("--images-root", help="folder the camera paths are relative to (default: the JSON's)")
     ev.add_argument("--engine", choices=["hf", "vllm"], default="hf", help="generation engine (default hf)")
+    ev.add_argument("--no-tools", action="store_true", help="offer the policy no tool: one turn, no zoom")
+    ev.add_argument("--max-turns", type=int, help="tool-calling turns (default: the training recipe's)")
+    ev.add_argument("--max-completion-length", type=_positive_int,
+                    help="tokens per answer, tool replies included (default: the training recipe's)")
     ev.add_argument("--judge-url", help="OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1")
-    ev.add_argument("--judge-model", help="judge model name at that endpoint, e.g. gpt-4o-mini")
+    ev.add_argument("--judge-model", help="judge model name at that endpoint (official: gpt-4o-mini)")
     ev.add_argument("--judge-key-env", default="OPENAI_API_KEY", help="environment variable holding the API key")
     ev.add_argument("--judge-prompt", help="file with the judge's system prompt (default: the project's)")
-    ev.add_argument("--judge-concurrency", type=int, default=8, help="judge requests in flight (default 8)")
+    ev.add_argument("--official-script", help="your copy of the official DriveLMM-o1 evaluation_script.py: judge "
+                                              "with the official request, its system prompt read from this file")
+    ev.add_argument("--judge-concurrency", type=_positive_int, default=8, help="judge requests in flight (default 8)")
     ev.add_argument("--judge-retries", type=int, default=4, help="retries per row on errors (default 4)")
-    ev.add_argument("--judge-timeout", type=float, default=60.0, help="seconds per judge request (default 60)")
-    ev.add_argument("--limit", type=int, help="evaluate only the first N rows")
-    ev.add_argument("--out", default="outputs/eval", help="output folder (default outputs/eval)")
-    ev.add_argument("--batch-size", type=int, default=8, help="rows per generation batch (default 8)")
-    ev.add_argument("--max-turns", type=int, default=4, help="tool calls allowed per question (default 4)")
-    ev.add_argument("--max-new-tokens", type=int, default=512, help="tokens per turn (default 512)")
+    ev.add_argument("--judge-timeout", type=_positive_float, default=60.0, help="seconds per judge request (default 60)")
+    ev.add_argument("--limit", type=_positive_int, help="evaluate only the first N rows")
+    ev.add_argument("--out", help="output folder (default outputs/eval/<model>)")
+    ev.add_argument("--overwrite", action="store_true",
+                    help="replace an evaluation in --out that another model or other settings produced")
+    ev.add_argument("--batch-size", type=_positive_int, default=8, help="rows per generation batch (default 8)")
     ev.set_defaults(func=cmd_eval)
 
     data = sub.add_parser("data", help="generate or check datasets", description="Generate or check datasets.")
@@ -145,11 +246,11 @@ def build_parser() -> argparse.ArgumentParser:
                     "OUT/drivelmm/samples/CAM_*/, and OUT/deepeyes/train.parquet (stage-1 rows). "
                     "Same seed, same bytes.")
     t.add_argument("--out", required=True, help="output folder")
-    t.add_argument("--frames", type=int, default=16, help="number of frames, 8 questions each (default 16)")
+    t.add_argument("--frames", type=_positive_int, default=16, help="number of frames, 8 questions each (default 16)")
     t.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     t.add_argument("--camera-size", type=_size, default=(800, 450), metavar="WxH",
                    help="size of each camera image (default 800x450; nuScenes is 1600x900)")
-    t.add_argument("--test-fraction", type=float, default=0.25, help="share of frames in test.json (default 0.25)")
+    t.add_argument("--test-fraction", type=_fraction, default=0.25, help="share of frames in test.json (default 0.25)")
     t.set_defaults(func=cmd_data_toydrive)
 
     c = dsub.add_parser(
@@ -162,7 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--images-root", help="folder the DriveLMM-o1 camera paths are relative to (default: the JSON's)")
     c.add_argument("--sources", nargs="+", help="DeepEyes: keep only these data_source values")
     c.add_argument("--skip-bad", action="store_true", help="skip and count bad rows instead of stopping")
-    c.add_argument("--limit", type=int, help="read at most this many rows")
+    c.add_argument("--limit", type=_positive_int, help="read at most this many rows")
     c.set_defaults(func=cmd_data_check)
 
     models = sub.add_parser("models", help="build offline models", description="Build offline models.")
@@ -176,29 +277,51 @@ def build_parser() -> argparse.ArgumentParser:
     m.set_defaults(func=cmd_models_tiny)
 
     r = sub.add_parser(
-        "rollout", help="roll out a policy on toydrive (smoke test of data + model + template)",
-        description="Generate toydrive if needed, load its test split through the DriveLMM-o1 loader and let "
-                    "the policy answer a few questions with transformers generate; writes rollouts.jsonl.")
-    r.add_argument("--model", help="policy directory or hub id (default: the tiny policy)")
-    r.add_argument("--data", default="outputs/toydrive", help="toydrive folder (default outputs/toydrive)")
-    r.add_argument("--n", type=int, default=4, help="number of questions (default 4)")
-    r.add_argument("--max-new-tokens", type=int, default=32, help="tokens per answer (default 32)")
-    r.add_argument("--out", default="outputs/toy/smoke", help="output folder (default outputs/toy/smoke)")
-    r.add_argument("--seed", type=int, default=0, help="toydrive seed if it must be generated (default 0)")
+        "rollout", help="roll a policy out with its tools on a few DriveLMM-o1 rows",
+        description="Let a policy answer a few questions, multi-turn, with the tools and settings it was trained "
+                    "with (the same rollout path as evaluation); writes OUT/rollouts.jsonl and prints each answer.")
+    r.add_argument("--model", required=True, help="policy directory or hub id")
+    r.add_argument("--data", help="DriveLMM-o1 JSON (default: toydrive test, generated if missing)")
+    r.add_argument("--n", type=_positive_int, default=4, help="number of questions (default 4)")
+    r.add_argument("--engine", choices=["hf", "vllm"], default="hf", help="generation engine (default hf)")
+    r.add_argument("--sample", action="store_true", help="sample (temperature of the recipe) instead of greedy")
+    r.add_argument("--max-completion-length", type=_positive_int, help="tokens per answer (default: the recipe's)")
+    r.add_argument("--out", default="outputs/rollout", help="output folder (default outputs/rollout)")
     r.set_defaults(func=cmd_rollout)
     return p
 
 
+class _MainRankOnly(logging.Filter):
+    """Under `accelerate launch` every rank runs the same code: only rank 0 speaks (errors excepted)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.ERROR or os.environ.get("RANK", "0") == "0"
+
+
+class _Plain(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        message = super().format(record)
+        return message if record.levelno == logging.INFO else f"{record.levelname.lower()}: {message}"
+
+
+def setup_logging(verbose: bool = False) -> None:
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(_Plain("%(message)s"))
+    handler.addFilter(_MainRankOnly())
+    root = logging.getLogger("omnidrive_r1")
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    root.propagate = False
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(levelname)s %(name)s: %(message)s")
-    from omnidrive_r1.config import RecipeError
-    from omnidrive_r1.data.loaders import DataError
+    setup_logging(args.verbose)
+    from omnidrive_r1.errors import UserError
 
     try:
         return args.func(args)
-    except (DataError, RecipeError) as e:
+    except UserError as e:  # the user's to fix: the message says what, a traceback would only hide it
         print(f"error: {e}", file=sys.stderr)
         return 2
 

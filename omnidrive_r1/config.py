@@ -8,12 +8,15 @@ the result with TRL's `TrlParser`, so every field is type-checked the way TRL sc
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
+
+from omnidrive_r1.errors import UserError
 
 
 @dataclass
@@ -33,11 +36,18 @@ class RecipeArguments:
         "help": "start from this local model directory (stage 2: stage 1's final/); must exist"})
     overwrite_output_dir: bool = field(default=False, metadata={
         "help": "replace the outputs of an earlier run in output_dir (otherwise such a run is refused)"})
+    on_bad_reward: str = field(default="skip", metadata={
+        "help": "a reward that returns NaN or inf: 'skip' leaves its group out of the update, 'stop' ends the run"})
+    toy: dict = field(default_factory=dict, metadata={
+        "help": "toy preset only: {out, seed}: build the toy models into `out` first if they are missing"})
     require_gpu: bool = field(default=False, metadata={"help": "refuse to start without a CUDA GPU"})
     wandb_project: str = field(default="omnidrive-r1", metadata={"help": "Weights & Biases project"})
 
 
-class RecipeError(ValueError):
+DATA_KEYS = {"kind", "path", "images_root", "sources", "limit", "skip_bad", "toydrive"}
+
+
+class RecipeError(UserError):
     """A recipe that cannot work; the message names the field."""
 
 
@@ -60,14 +70,20 @@ def load_recipe_dict(path: str | Path, overrides: list[str] = ()) -> dict:
     path = Path(path)
     if not path.exists():
         raise RecipeError(f"recipe not found: {path}")
-    config = yaml.safe_load(path.read_text()) or {}
+    try:
+        config = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise RecipeError(f"{path}: not valid YAML ({' '.join(str(e).split())})") from None
     if not isinstance(config, dict):
         raise RecipeError(f"{path}: a recipe is a YAML mapping of fields")
     for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise RecipeError(f"override {item!r} must look like key=value")
-        value = yaml.safe_load(raw)
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError as e:
+            raise RecipeError(f"override {item!r}: the value is not valid YAML ({' '.join(str(e).split())})") from None
         if isinstance(value, bool) and raw.strip().lower() not in ("true", "false"):
             value = raw.strip()  # YAML 1.1 reads no/yes/on/off as booleans: save_strategy=no means "no"
         try:
@@ -101,3 +117,71 @@ def parse_recipe(path: str | Path, overrides: list[str] = ()):
     finally:
         os.unlink(f.name)
     return recipe, grpo, model
+
+
+def _number(name: str, value, *, minimum=None, above=None, maximum=None, integer=False, optional=False):
+    if value is None and optional:
+        return
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if integer:
+        ok = ok and float(value).is_integer()
+    bounds = []
+    if minimum is not None:
+        ok, bounds = ok and value >= minimum, [*bounds, f">= {minimum}"]
+    if above is not None:
+        ok, bounds = ok and value > above, [*bounds, f"> {above}"]
+    if maximum is not None:
+        ok, bounds = ok and value <= maximum, [*bounds, f"<= {maximum}"]
+    if not ok:
+        kind = "a whole number" if integer else "a number"
+        raise RecipeError(f"{name}: {value!r} is out of range; it must be {kind} {' and '.join(bounds)}".rstrip())
+
+
+def validate(recipe: RecipeArguments, grpo, model_args) -> None:
+    """Every numeric field in its range and every section well-formed, named on failure, before anything loads."""
+    _number("per_device_train_batch_size", grpo.per_device_train_batch_size, minimum=1, integer=True)
+    _number("gradient_accumulation_steps", grpo.gradient_accumulation_steps, minimum=1, integer=True)
+    _number("num_generations", grpo.num_generations, minimum=2, integer=True)
+    _number("learning_rate", grpo.learning_rate, above=0)
+    _number("max_completion_length", grpo.max_completion_length, minimum=1, integer=True)
+    _number("temperature", grpo.temperature, above=0)
+    _number("top_p", grpo.top_p, above=0, maximum=1)
+    _number("beta", grpo.beta, minimum=0)
+    _number("epsilon", grpo.epsilon, above=0)
+    _number("warmup_steps", grpo.warmup_steps, minimum=0)
+    _number("weight_decay", grpo.weight_decay, minimum=0)
+    _number("max_grad_norm", grpo.max_grad_norm, minimum=0)
+    _number("logging_steps", grpo.logging_steps, above=0)
+    _number("max_tool_calling_iterations", grpo.max_tool_calling_iterations, minimum=0, integer=True, optional=True)
+    _number("save_total_limit", grpo.save_total_limit, minimum=1, integer=True, optional=True)
+    if grpo.max_steps == 0 or grpo.max_steps < -1:
+        raise RecipeError(f"max_steps: {grpo.max_steps} trains nothing; give a positive number of steps, or -1 to "
+                          "train num_train_epochs")
+    if grpo.max_steps == -1:
+        _number("num_train_epochs", grpo.num_train_epochs, above=0)
+    if str(grpo.save_strategy).endswith("STEPS") or str(grpo.save_strategy) == "steps":
+        _number("save_steps", grpo.save_steps, above=0)
+    _number("image_min_pixels", recipe.image_min_pixels, minimum=1, integer=True)
+    _number("image_max_pixels", recipe.image_max_pixels, minimum=recipe.image_min_pixels, integer=True)
+    if recipe.on_bad_reward not in ("skip", "stop"):
+        raise RecipeError(f"on_bad_reward: {recipe.on_bad_reward!r}; it is 'skip' (leave the group out of the "
+                          "update) or 'stop'")
+    data = recipe.data
+    if not isinstance(data, dict):
+        raise RecipeError(f"data: a section (kind, path, ...) is needed, got {data!r}")
+    unknown = sorted(set(data) - DATA_KEYS)
+    if unknown:
+        raise RecipeError(f"data: unknown key(s) {unknown}; known: {sorted(DATA_KEYS)}")
+    if data.get("kind") not in ("drivelmm", "deepeyes"):
+        raise RecipeError(f"data.kind must be 'drivelmm' or 'deepeyes', got {data.get('kind')!r}")
+    if not data.get("path"):
+        raise RecipeError("data.path: the recipe names no data file")
+    _number("data.limit", data.get("limit"), minimum=1, integer=True, optional=True)
+    if not isinstance(data.get("skip_bad", False), bool):
+        raise RecipeError(f"data.skip_bad must be true or false, got {data.get('skip_bad')!r}")
+    for name, specs in (("tools", recipe.tools), ("rewards", recipe.rewards)):
+        if not isinstance(specs, list) or not specs:
+            raise RecipeError(f"{name}: a list of {name} is needed (see recipes/toy/stage1.yaml)")
+        for i, spec in enumerate(specs):
+            if not (isinstance(spec, str) or (isinstance(spec, dict) and ("name" in spec or "path" in spec))):
+                raise RecipeError(f"{name}.{i}: {spec!r} must be a name or {{name: ...}} / {{path: ...}} with options")

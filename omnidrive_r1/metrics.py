@@ -10,6 +10,8 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
+from omnidrive_r1.jsonl import read_jsonl
+
 # (panel title, [(label, metrics key or key prefix)]) - what people look at first in a Clip-GRPO run
 PANELS = [
     ("reward (total and per term)", [("total", "reward"), ("*", "rewards/")]),
@@ -66,13 +68,7 @@ def _step_of(line: str) -> int | None:
 
 
 def read_metrics(path: str | Path) -> list[dict]:
-    rows = []
-    for line in Path(path).read_text().splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue  # a line cut short by a killed run
-    return [r for r in rows if "train_runtime" not in r]
+    return [r for r in read_jsonl(path) if "train_runtime" not in r and "step" in r]
 
 
 def _series(rows, key):

@@ -1,4 +1,4 @@
-"""Reading the iMCoT protocol (DESIGN.md section 3) back out of a completion.
+"""Reading the iMCoT protocol (`docs/protocol.md`) back out of a completion.
 
 A completion, as TRL hands it to reward functions, is a list of messages: assistant turns (text in
 `content`, parsed calls in `tool_calls`) alternating with tool turns. Plain strings are accepted too.
@@ -6,6 +6,7 @@ A completion, as TRL hands it to reward functions, is a list of messages: assist
 
 from __future__ import annotations
 
+import json
 import re
 
 ANSWER_RE = re.compile(r"<answer>(.*?)</answer>", re.S)
@@ -23,6 +24,46 @@ def text_of(content) -> str:
     if isinstance(content, str):
         return content
     return "".join(b.get("text") or "" for b in content if isinstance(b, dict) and b.get("type", "text") == "text")
+
+
+def call_function(call) -> dict:
+    """`{"name", "arguments"}` of a tool call, whether nested as TRL writes it (`{"function": {...}}`) or flat."""
+    fn = call.get("function", call) if isinstance(call, dict) else None
+    return fn if isinstance(fn, dict) else {}
+
+
+def _blocks_text(content) -> str:
+    if isinstance(content, list):
+        return "".join("<image>" if isinstance(b, dict) and b.get("type") == "image"
+                       else (b.get("text") or "" if isinstance(b, dict) else str(b)) for b in content)
+    return "" if content is None else str(content)
+
+
+def messages_text(messages) -> str:
+    r"""A conversation as readable text: assistant turns with their tool calls as `<tool_call>{json}</tool_call>`,
+    tool replies as `<tool_response>...</tool_response>`, other turns as `[role] text`; images as `<image>`.
+
+    >>> messages_text([{"role": "assistant", "content": "<think>x</think>",
+    ...                 "tool_calls": [{"function": {"name": "zoom", "arguments": {"bbox_2d": [1, 2, 3, 4]}}}]},
+    ...                {"role": "tool", "content": [{"type": "image"}, {"type": "text", "text": "crop"}]}])
+    '<think>x</think>\n<tool_call>{"name": "zoom", "arguments": {"bbox_2d": [1, 2, 3, 4]}}</tool_call>\n<tool_response><image>crop</tool_response>'
+    """
+    if isinstance(messages, str):
+        return messages
+    parts = []
+    for m in messages:
+        role, text = m.get("role"), _blocks_text(m.get("content"))
+        if role == "assistant":
+            parts.append(text)
+            for call in m.get("tool_calls") or []:
+                fn = call_function(call)
+                parts.append("<tool_call>" + json.dumps({"name": fn.get("name"), "arguments": fn.get("arguments")},
+                                                        default=str) + "</tool_call>")
+        elif role == "tool":
+            parts.append(f"<tool_response>{text}</tool_response>")
+        else:
+            parts.append(f"[{role}] {text}")
+    return "\n".join(p for p in parts if p)
 
 
 def assistant_turns(completion) -> list[dict]:

@@ -1,15 +1,26 @@
-"""Multi-turn iMCoT rollouts outside training, with transformers `generate` and the same prompt, chat template
-and tools as training. Batched: every conversation that still needs a turn goes to `generate` together."""
+"""Multi-turn iMCoT rollouts outside training: the one place that turns dataset rows into trajectories for
+evaluation, benchmarks and `omnidrive-r1 rollout`, with the same prompt, chat template and tools as training.
+
+Batched: every conversation that still needs a turn goes to the engine together. Engines: transformers
+`generate` (`hf`) and vLLM (`vllm`, GPU or the CPU build). The tool settings come from the model directory
+(`omnidrive_rollout.json`, written by `omnidrive-r1 train` next to the final weights) so a model is rolled out as
+it was trained.
+"""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from trl.chat_template_utils import parse_response
 
-from omnidrive_r1.tools import environment_factory, find_part, tool_methods
+from omnidrive_r1.protocol import call_function
+from omnidrive_r1.tools import annotate, environment_factory, find_part, tool_methods
 from omnidrive_r1.tools.zoom_in import ZoomInTool
+
+SETTINGS_FILE = "omnidrive_rollout.json"
 
 
 @dataclass
@@ -18,12 +29,51 @@ class Rollout:
     completion: list[dict]  # the model's turns and the tool turns, as TRL hands them to rewards
     environment: object
     images: list = field(default_factory=list)
-    truncated: bool = False
+    truncated: bool = False  # ran out of completion budget
+    dropped_tool_reply: bool = False  # the last tool reply did not fit the budget and was taken back (as TRL does)
+    _before_tools: tuple | None = None  # (messages, completion, images) lengths before the last tool replies
+
+    def drop_last_tool_reply(self) -> None:
+        n_messages, n_completion, n_images = self._before_tools
+        del self.messages[n_messages:], self.completion[n_completion:], self.images[n_images:]
+        self.dropped_tool_reply = self.truncated = True
 
     @property
     def zoom_calls(self):
         part = find_part(self.environment, ZoomInTool)
         return part.calls if part is not None else []
+
+
+@dataclass
+class RolloutSettings:
+    """How a policy is rolled out: its tools and turn limits (what the training recipe said)."""
+
+    tools: list = field(default_factory=lambda: [{"name": "zoom_in"}])
+    max_turns: int | None = 4  # tool-calling turns after the first (TRL: max_tool_calling_iterations; None: no limit)
+    max_completion_length: int = 1024  # every turn and tool reply of one answer together (TRL's budget)
+    temperature: float = 1.0  # used when sampling
+
+    @classmethod
+    def of_model(cls, model_dir: str | Path) -> RolloutSettings:
+        """The settings saved with a trained model, or the defaults for a model trained elsewhere."""
+        path = Path(model_dir) / SETTINGS_FILE
+        if not path.is_file():
+            return cls()
+        saved = json.loads(path.read_text())
+        return cls(**{k: v for k, v in saved.items() if k in cls.__dataclass_fields__})
+
+    def save(self, model_dir: str | Path) -> None:
+        (Path(model_dir) / SETTINGS_FILE).write_text(json.dumps(self.__dict__, indent=2) + "\n")
+
+    def tool_specs(self, processor) -> list[dict]:
+        """The tools, with the zoom tool resizing exactly as the processor does."""
+        size = processor.image_processor.size
+        specs = [dict(spec) if isinstance(spec, dict) else {"name": spec} for spec in self.tools]
+        for spec in specs:
+            if spec.get("name") == "zoom_in":
+                spec.setdefault("min_pixels", size["shortest_edge"])
+                spec.setdefault("max_pixels", size["longest_edge"])
+        return specs
 
 
 def with_image(prompt: list[dict], image=None) -> list[dict]:
@@ -44,14 +94,14 @@ def with_image(prompt: list[dict], image=None) -> list[dict]:
 
 
 def _call_tool(env, call) -> list | str:
-    fn = call.get("function", call)
-    method = getattr(type(env), fn.get("name") or "", None)
-    if fn.get("name") not in tool_methods(type(env)) or method is None:
-        return f"Error: unknown tool {fn.get('name')!r}."
+    fn = call_function(call)
+    name = fn.get("name") or ""
+    if name not in tool_methods(type(env)):
+        return f"Error: unknown tool {name!r}."
     args = fn.get("arguments")
     if not isinstance(args, dict):
         return "Error: tool arguments must be a JSON object."
-    return getattr(env, fn["name"])(**args)
+    return getattr(env, name)(**args)
 
 
 class HFEngine:
@@ -96,54 +146,87 @@ class VLLMEngine:
         return [(list(o.prompt_token_ids), list(o.outputs[0].token_ids)) for o in outputs]
 
 
-def rollout(engine, processor, rows: list[dict], tool_specs: list, *, max_turns: int = 4,
-            max_new_tokens: int = 256, do_sample: bool = False, temperature: float = 1.0) -> list[Rollout]:
+def load_policy(model_dir: str | Path):
+    """(model, processor) of a policy directory, with the project's chat template and response parser."""
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from omnidrive_r1 import templates
+
+    processor = templates.install(AutoProcessor.from_pretrained(model_dir))
+    model = AutoModelForImageTextToText.from_pretrained(model_dir, dtype="auto").eval()
+    return model, processor
+
+
+def make_engine(kind: str, model_dir: str | Path, settings: RolloutSettings | None = None):
+    """(engine, processor) for `kind` in {"hf", "vllm"}."""
+    from transformers import AutoProcessor
+
+    from omnidrive_r1 import templates
+
+    settings = settings or RolloutSettings.of_model(model_dir)
+    if kind == "hf":
+        model, processor = load_policy(model_dir)
+        return HFEngine(model, processor), processor
+    if kind == "vllm":
+        processor = templates.install(AutoProcessor.from_pretrained(model_dir))
+        return VLLMEngine(str(model_dir), processor, max_images=1 + (settings.max_turns or 4)), processor
+    raise ValueError(f"engine must be 'hf' or 'vllm', got {kind!r}")
+
+
+def rollout(engine, processor, rows: list[dict], settings: RolloutSettings, *, tools: bool = True,
+            do_sample: bool = False) -> list[Rollout]:
     """Roll out `rows` (dataset rows with `prompt` and `image`) until each answers or runs out of turns.
-    Every turn, all conversations still going are sent to the engine together."""
-    factory = environment_factory(tool_specs)
+
+    With `tools=False` the policy is offered no tool (the prompt declares none) and gets one turn.
+    """
+    factory = environment_factory(settings.tool_specs(processor))
     tokenizer = processor.tokenizer
     rollouts = []
     for row in rows:
         env = factory()
         env.reset(**row)
-        messages = with_image(row["prompt"], row["image"])
-        rollouts.append(Rollout(messages, [], env, [row["image"]]))
-    tools = list(tool_methods(type(rollouts[0].environment)).values()) if rollouts else []
+        rollouts.append(Rollout(with_image(row["prompt"], row["image"]), [], env, [row["image"]]))
+    schema = list(tool_methods(type(rollouts[0].environment)).values()) if rollouts and tools else None
+    max_turns = (settings.max_turns if settings.max_turns is not None else 10**6) if tools else 0
+    budget = settings.max_completion_length
     eos = {tokenizer.eos_token_id, tokenizer.pad_token_id}
+    prompt_len: dict[int, int] = {}
     active = list(range(len(rollouts)))
     for turn in range(max_turns + 1):
         if not active:
             break
-        texts = [processor.apply_chat_template(rollouts[i].messages, tools=tools, add_generation_prompt=True,
+        texts = [processor.apply_chat_template(rollouts[i].messages, tools=schema, add_generation_prompt=True,
                                                tokenize=False) for i in active]
-        results = engine.generate(texts, [rollouts[i].images for i in active], max_new_tokens, do_sample,
-                                  temperature)
+        results = engine.generate(texts, [rollouts[i].images for i in active], budget, do_sample,
+                                  settings.temperature)
         still = []
         for (prefix, ids), i in zip(results, active):
-            ended = any(t in eos for t in ids)
-            ids = ids[:next((j + 1 for j, t in enumerate(ids) if t in eos), len(ids))]
-            message = parse_response(tokenizer, ids, prefix=prefix, tools=tools)
             r = rollouts[i]
+            used = len(prefix) - prompt_len.setdefault(i, len(prefix))  # earlier turns and tool replies
+            if used > budget:  # the last tool reply does not fit: TRL takes it back and ends the rollout
+                r.drop_last_tool_reply()
+                continue
+            ids = ids[:budget - used]
+            end = next((j + 1 for j, t in enumerate(ids) if t in eos), None)
+            message = parse_response(tokenizer, ids[:end], prefix=prefix, tools=schema)
             r.messages.append(message)
             r.completion.append(message)
-            if not ended:
+            if end is None:
                 r.truncated = True
                 continue
             calls = message.get("tool_calls") or []
             if not calls or turn == max_turns:
                 continue
+            r._before_tools = (len(r.messages), len(r.completion), len(r.images))
             for call in calls:
                 result = _call_tool(r.environment, call)
                 content = result if isinstance(result, list) else [{"type": "text", "text": str(result)}]
-                tool_message = {"role": "tool", "name": call.get("function", call).get("name"), "content": content}
+                tool_message = {"role": "tool", "name": call_function(call).get("name"), "content": content}
                 r.messages.append(tool_message)
                 r.completion.append(tool_message)
                 r.images += [b["image"] for b in content if b.get("type") == "image"]
             still.append(i)
         active = still
+    for r in rollouts:
+        annotate(r.environment, r.completion)
     return rollouts
-
-
-def hf_rollout(model, processor, rows: list[dict], tool_specs: list, **kwargs) -> list[Rollout]:
-    """`rollout` with transformers `generate`."""
-    return rollout(HFEngine(model, processor), processor, rows, tool_specs, **kwargs)

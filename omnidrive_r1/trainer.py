@@ -16,25 +16,9 @@ from pathlib import Path
 from trl import GRPOTrainer
 
 from omnidrive_r1.checkpoints import STAGING, load_model_weights, publish
-from omnidrive_r1.protocol import text_of
-
-
-def conversation_text(messages) -> str:
-    """A conversation as readable text, images shown as <image>."""
-    if isinstance(messages, str):
-        return messages
-    lines = []
-    for m in messages:
-        content = m.get("content")
-        if isinstance(content, list):
-            content = "".join("<image>" if b.get("type") == "image" else (b.get("text") or "") for b in content)
-        text = text_of(content)
-        for call in m.get("tool_calls") or []:
-            fn = call.get("function", call)
-            text += f"\n<tool_call>{fn.get('name')} {fn.get('arguments')}</tool_call>"
-        lines.append(f"[{m.get('role')}] {text}")
-    return "\n".join(lines)
-
+from omnidrive_r1.protocol import messages_text
+from omnidrive_r1.rewards import RewardError
+from omnidrive_r1.tools import annotate, batch_metrics
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +77,15 @@ def generate_with_unexpanded_images(real_generate, pad: int, prompts, images, nu
 
 
 class ToolGRPOTrainer(GRPOTrainer):
-    def __init__(self, *args, **kwargs):
+    """Args (besides GRPOTrainer's):
+        on_bad_reward: "skip" leaves every group with a non-finite reward out of the update (its rewards are
+            made equal, so its advantages are 0); "stop" raises. Either way the reward and sample are logged.
+    """
+
+    def __init__(self, *args, on_bad_reward: str = "skip", **kwargs):
+        if on_bad_reward not in ("skip", "stop"):
+            raise ValueError(f"on_bad_reward must be 'skip' or 'stop', got {on_bad_reward!r}")
+        self.on_bad_reward = on_bad_reward
         super().__init__(*args, **kwargs)
         if self.use_vllm and self.vllm_mode == "colocate":
             generation = self.vllm_generation
@@ -111,7 +103,7 @@ class ToolGRPOTrainer(GRPOTrainer):
             buffer = self._logs[key]
             for i, item in enumerate(buffer):
                 if not isinstance(item, str):
-                    buffer[i] = conversation_text(item)
+                    buffer[i] = messages_text(item)
         super().log(logs, start_time)
 
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
@@ -154,3 +146,36 @@ class ToolGRPOTrainer(GRPOTrainer):
             self.control.should_training_stop = True
             return None
         return super()._run_epoch(*args, **kwargs)
+
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        # the tool machinery records the text written before each call before any reward reads the records
+        if self.environments is not None:
+            for environment, completion in zip(self.environments, completions):
+                annotate(environment, completion)
+            for name, value in batch_metrics(self.environments).items():
+                self._log_metric(name, value)
+        rewards = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        return self._drop_bad_reward_groups(rewards, inputs, completions)
+
+    def _drop_bad_reward_groups(self, rewards, inputs, completions):
+        """Non-finite rewards never reach the weights: by `on_bad_reward`, their groups get advantage 0, or we stop."""
+        import torch
+        from accelerate.utils import gather
+
+        bad_local = torch.zeros(len(completions), dtype=torch.bool, device=rewards.device)
+        for func in self.reward_funcs:
+            for i, value in getattr(func, "bad", []):
+                bad_local[i] = True
+                sample = messages_text(completions[i])[-300:]
+                log.warning("reward %r returned %s for sample %d (idx %r): ...%s", func.__name__, value, i,
+                            inputs[i].get("idx"), sample)
+                if self.on_bad_reward == "stop":
+                    raise RewardError(f"reward {func.__name__!r} returned {value} for sample {i} "
+                                      f"(idx {inputs[i].get('idx')!r}); on_bad_reward is 'stop'")
+        bad = gather(bad_local)
+        groups = bad.view(-1, self.num_generations).any(dim=1)
+        self._log_metric("rewards/skipped_groups", float(groups.sum()))
+        if groups.any():
+            shaped = rewards.view(-1, self.num_generations, rewards.shape[-1])
+            shaped[groups] = 0.0
+        return rewards

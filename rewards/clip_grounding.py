@@ -1,4 +1,4 @@
-"""`clip_grounding`: does each zoom crop show what the policy said it would? (DESIGN.md section 5)
+"""`clip_grounding`: does each zoom crop show what the policy said it would? (`docs/rewards.md`)
 
 For each tool call k of a trajectory, with t_k its `label` (else the last sentence written before the call):
 
@@ -22,7 +22,7 @@ import torch
 
 from omnidrive_r1.rewards.answer_accuracy import score as answer_score
 from omnidrive_r1.tools import find_part
-from omnidrive_r1.tools.zoom_in import ZoomInTool, attach_reasoning
+from omnidrive_r1.tools.zoom_in import ZoomInTool
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 _TAGS = re.compile(r"</?(think|answer)>")
@@ -38,25 +38,24 @@ def call_text(call) -> str:
 
 
 class OpenClipEncoder:
-    """open_clip model + preprocessing: `encode_images(list[PIL])`, `encode_texts(list[str])` -> unit rows."""
+    """open_clip model + preprocessing: `encode_images(list[PIL])`, `encode_texts(list[str])` -> unit rows.
+
+    `model_name` is any open_clip name (`ViT-B-32` with `pretrained="openai"`, `hf-hub:org/repo`) or
+    `local-dir:PATH`, a folder with `open_clip_config.json` and the weights (the toy preset's CLIP).
+    """
 
     def __init__(self, model_name: str = "ViT-B-32", pretrained: str | None = None, device: str | None = None,
                  precision: str | None = None):
         import open_clip
 
-        from omnidrive_r1.tiny import TINY_CLIP_NAME, build_tiny_clip, load_tiny_clip
-
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         if precision is None:
             precision = "bf16" if self.device.type == "cuda" else "fp32"
         self.dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
-        if model_name == TINY_CLIP_NAME:  # the offline tiny CLIP of tests and the toy recipes
-            clip_dir = build_tiny_clip() if pretrained in (None, "tiny") else pretrained
-            model, self.preprocess, self.tokenizer = load_tiny_clip(clip_dir, device=str(self.device))
-        else:
-            model, _, self.preprocess = open_clip.create_model_and_transforms(
-                model_name, pretrained=pretrained, device=self.device)
-            self.tokenizer = open_clip.get_tokenizer(model_name)
+        local = model_name.startswith("local-dir:")
+        model, _, self.preprocess = open_clip.create_model_and_transforms(
+            model_name, pretrained=None if local else pretrained, device=self.device)
+        self.tokenizer = open_clip.get_tokenizer(model_name)
         self.model = model.to(dtype=self.dtype).eval()
 
     @torch.no_grad()
@@ -136,9 +135,9 @@ class ClipGrounding:
             raise ValueError("clip_grounding with gate_on_correct needs an `answer` column in the dataset "
                              "(or set gate_on_correct: false)")
         calls_per_rollout, items = [], []
-        for i, (env, completion) in enumerate(zip(environments, completions)):
+        for i, env in enumerate(environments):
             part = find_part(env, ZoomInTool)
-            calls = attach_reasoning(part.calls, completion) if part is not None else []
+            calls = part.calls if part is not None else []  # `reasoning` is recorded by the tool machinery
             calls_per_rollout.append(calls)
             root = part.images[0].root if part is not None and part.images else None
             key = self._full_key(root, idx[i] if idx is not None else None) if calls else None

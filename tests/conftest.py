@@ -1,5 +1,5 @@
-"""Shared fixtures: one tiny policy, one tiny CLIP and one small toydrive set per test session, all
-built offline under a temporary cache."""
+"""Shared fixtures: one tiny policy, one tiny CLIP and one small toydrive set per test session, all built
+offline under the cache (`OMNIDRIVE_TEST_CACHE` picks another folder)."""
 
 import os
 
@@ -9,35 +9,41 @@ import pytest
 @pytest.fixture(scope="session", autouse=True)
 def _offline_cache(tmp_path_factory):
     # Nothing in the tests may reach a hub. Built tiny models are content-addressed (config, seed, build
-    # version) in the user's cache, so a second run reuses them; OMNIDRIVE_TEST_CACHE picks another folder.
+    # version) in the user's cache, so a second run reuses them.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("WANDB_MODE", "offline")
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
     if os.environ.get("OMNIDRIVE_TEST_CACHE"):
         os.environ["OMNIDRIVE_CACHE"] = os.environ["OMNIDRIVE_TEST_CACHE"]
-    from omnidrive_r1.tiny import cache_root
+    from omnidrive_r1.cache import cache_root
 
     yield cache_root()
 
 
 @pytest.fixture(scope="session")
 def tiny_policy_dir(_offline_cache):
-    from omnidrive_r1.tiny import build_tiny_policy
+    from omnidrive_r1.toy.tiny import build_tiny_policy
 
     return build_tiny_policy(seed=0)
 
 
 @pytest.fixture(scope="session")
 def tiny_clip_dir(_offline_cache):
-    from omnidrive_r1.tiny import build_tiny_clip
+    from omnidrive_r1.toy.tiny import build_tiny_clip
 
     return build_tiny_clip(seed=0)
 
 
 @pytest.fixture(scope="session")
 def toydrive_dir(tmp_path_factory):
-    from omnidrive_r1.data.toydrive import generate
+    from omnidrive_r1.toy.toydrive import generate
 
     out = tmp_path_factory.mktemp("toydrive")
     generate(out, frames=4, seed=123, progress=False)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tiny_policy_dir, tiny_clip_dir):
+    """Recipe overrides that train the tiny models instead of building the toy preset's own."""
+    return ["toy={}", f"model_name_or_path={tiny_policy_dir}", f"rewards.2.model_name=local-dir:{tiny_clip_dir}"]

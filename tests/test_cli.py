@@ -12,7 +12,9 @@ HELP_MUST_MENTION = {
     ("data", "toydrive"): ["--out", "--frames", "--seed", "--camera-size", "--test-fraction"],
     ("data", "check"): ["--drivelmm", "--deepeyes", "--images-root", "--skip-bad", "--sources"],
     ("models", "tiny"): ["--out", "--seed"],
-    ("rollout",): ["--model", "--data", "--n", "--max-new-tokens"],
+    ("rollout",): ["--model", "--data", "--n", "--engine", "--max-completion-length"],
+    ("eval",): ["--model", "--results", "--official-script", "--no-tools", "--overwrite", "--judge-url"],
+    ("train",): ["recipe", "key=value", "resume_from_checkpoint=true"],
 }
 
 
@@ -46,3 +48,32 @@ def test_bad_arguments_and_bad_data_give_clear_errors(tmp_path, capsys):
     assert "WIDTHxHEIGHT" in capsys.readouterr().err
     assert main(["data", "check", "--drivelmm", str(tmp_path / "missing.json")]) == 2
     assert "not found" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["eval", "--model", "m", "--limit", "-3"], "--limit: must be at least 1, got -3"),
+    (["eval", "--model", "m", "--batch-size", "0"], "--batch-size: must be at least 1, got 0"),
+    (["data", "toydrive", "--out", "x", "--frames", "0"], "--frames: must be at least 1"),
+    (["data", "toydrive", "--out", "x", "--test-fraction", "2"], "must be a fraction"),
+])
+def test_bad_numbers_are_refused_by_the_parser(argv, message, capsys):
+    with pytest.raises(SystemExit) as done:
+        main(argv)
+    assert done.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_our_own_errors_print_one_line_and_exit_2_without_a_traceback(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("learning_rate: [1, 2\n")
+    for argv, message in [
+        (["train", str(bad)], "not valid YAML"),
+        (["train", "recipes/toy/stage1.yaml", "rewards=[{name: nope}]", "toy={}"], "unknown reward 'nope'"),
+        (["train", "recipes/toy/stage1.yaml", "rewards=[{path: nowhere.py:fn}]", "toy={}"], "reward file not found"),
+        (["train", "recipes/toy/stage1.yaml", "tools=[{name: zoom_in, max_tool_call: 2}]", "toy={}"],
+         "takes no option"),
+        (["eval", "--results", str(tmp_path / "r.json")], "--results needs --data"),
+    ]:
+        assert main(argv) == 2, argv  # an exception escaping main would fail the test with its traceback
+        err = capsys.readouterr().err
+        errors = [line for line in err.splitlines() if line.startswith("error: ")]
+        assert len(errors) == 1 and message in errors[0] and "Traceback" not in err, (argv, err)

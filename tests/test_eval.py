@@ -2,12 +2,10 @@
 
 import importlib.util
 import json
-import threading
-import time
-from collections import Counter
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from judge_server import JudgeServer
+from judge_server import scores as _scores
 
 from omnidrive_r1.eval.drivelmm import (
     METRICS,
@@ -62,67 +60,7 @@ def test_strict_parser_and_export_agree_with_the_official_rules():
     assert strict_mcq_letter("<answer>A or B</answer>") is None
 
 
-# ----------------------------------------------------------------------------------------- judge server
-
-def _scores(value):
-    return {**{m: value for m in METRICS}, OVERALL: value}
-
-
-class JudgeServer:
-    """A real HTTP server on 127.0.0.1 that answers like an OpenAI-compatible judge. The behaviour per row
-    is scripted by a keyword in the judged response: `MALFORMED-ONCE`, `HTTP500-ONCE`, `SLOW-ONCE` (answers
-    after the client's timeout), `ALWAYS-BAD`, `NO-SCHEMA` (refuses response_format); otherwise it scores
-    the row with the number after `SCORE=`."""
-
-    def __init__(self, timeout_delay=1.5):
-        self.requests, self.seen = [], Counter()
-        self.lock = threading.Lock()
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                user = body["messages"][-1]["content"]
-                with server.lock:
-                    server.requests.append({"body": body, "auth": self.headers.get("Authorization")})
-                    key = user
-                    server.seen[key] += 1
-                    n = server.seen[key]
-                if "SLOW-ONCE" in user and n == 1:
-                    time.sleep(timeout_delay)
-                if "HTTP500-ONCE" in user and n == 1:
-                    return self._send(500, {"error": "boom"})
-                if "NO-SCHEMA" in user and "response_format" in body:
-                    return self._send(400, {"error": "response_format not supported"})
-                if "ALWAYS-BAD" in user or ("MALFORMED-ONCE" in user and n == 1):
-                    return self._reply("{not json")
-                value = float(user.split("SCORE=")[1].split()[0]) if "SCORE=" in user else 7.0
-                return self._reply(json.dumps(_scores(value)))
-
-            def _reply(self, content):
-                self._send(200, {"choices": [{"message": {"role": "assistant", "content": content}}]})
-
-            def _send(self, code, payload):
-                data = json.dumps(payload).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                try:
-                    self.wfile.write(data)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass  # the client gave up (timeout test)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.httpd.shutdown()
-
+# ----------------------------------------------------------------------------------------------- judge
 
 @pytest.fixture()
 def judge_server():
@@ -175,7 +113,7 @@ def test_scores_aggregate_as_the_official_script_does():
 def test_eval_end_to_end_with_judge_failures_and_resume(judge_server, toydrive_dir, tiny_policy_dir, tmp_path,
                                                         monkeypatch):
     from omnidrive_r1.eval import run as run_mod
-    from omnidrive_r1.rollout import HFEngine
+    from omnidrive_r1.rollout import HFEngine, RolloutSettings
 
     data = toydrive_dir / "drivelmm" / "test.json"
     out = tmp_path / "eval"
@@ -187,12 +125,16 @@ def test_eval_end_to_end_with_judge_failures_and_resume(judge_server, toydrive_d
         return real_judge_many(self, items, on_done)
 
     monkeypatch.setattr(Judge, "judge_many", flaky_for_three)
+    settings = RolloutSettings(max_turns=1, max_completion_length=12)
     summary = run_mod.evaluate(str(tiny_policy_dir), str(data), judge_config=_config(judge_server), limit=6,
-                               out=str(out), batch_size=3, max_turns=1, max_new_tokens=12)
-    assert summary["rows"] == 6 and summary["judged"] == 3 and summary["judge_failures"] == 3
+                               out=str(out), batch_size=3, settings=settings)
+    assert summary["rows_evaluated"] == 6 and summary["judged"] == 3 and summary["judge_failures"] == 3
+    assert summary["rows_in_test_set"] == 8 and summary["rows_skipped"] == {"left out by --limit": 2}
     assert sum(summary["judge_failure_reasons"].values()) == 3
     assert summary["mcq_rows"] == 4 and summary["mcq_accuracy"] is not None  # qnums 1-6: MCQ at 2, 3, 4, 5
-    assert summary["reasoning_score"] == pytest.approx((3 + 4 + 5) / 30 * 100)
+    assert summary["reasoning_score"] == pytest.approx((3 + 4 + 5) / 30 * 100)  # the failed rows are dropped
+    assert summary["reasoning_score_ours"] == pytest.approx((3 + 4 + 5) / 30 * 100) and summary["official_rows_kept"] == 3
+    assert "3 rows" in (out / "summary.md").read_text() and "2 left out by --limit" in (out / "summary.md").read_text()
     for name in ("rows.jsonl", "results.json", "summary.json", "summary.md", "summary.png"):
         assert (out / name).exists(), name
     results = json.loads((out / "results.json").read_text())
@@ -206,21 +148,22 @@ def test_eval_end_to_end_with_judge_failures_and_resume(judge_server, toydrive_d
     monkeypatch.setattr(Judge, "judge_many", real_judge_many)
     before = len(judge_server.requests)
     summary = run_mod.evaluate(str(tiny_policy_dir), str(data), judge_config=_config(judge_server), limit=6,
-                               out=str(out), batch_size=3, max_turns=1, max_new_tokens=12)
+                               out=str(out), batch_size=3, settings=settings)
     assert len(judge_server.requests) - before == 3
     assert summary["judged"] == 6 and summary["judge_failures"] == 0
 
 
 def test_zoom_iou_and_tool_metrics_in_the_summary():
-    from omnidrive_r1.eval.run import score_record, summarise
+    from omnidrive_r1.eval.report import summarise
+    from omnidrive_r1.eval.run import score_record
 
     base = {"question": "q", "final_answer": "B) Go.", "steps": "", "response": "<answer>B) Go.</answer>",
             "answer": "B) Go.", "truncated": False, "gt_box": [0, 0, 10, 10]}
     records = [score_record({**base, "idx": "a_b_2", "is_mcq": True, "zoom_iou": 0.5,
                              "tool_calls": [{"ok": True}, {"ok": False}]}),
                score_record({**base, "idx": "a_b_1", "is_mcq": False, "tool_calls": []})]
-    s = summarise(records, {}, judge_enabled=False)
-    assert s["mcq_accuracy"] == 100.0 and s["mcq_accuracy_strict"] == 100.0
+    s = summarise(records, None, {"rows_in_test_set": 2})
+    assert s["mcq_accuracy"] == 100.0 and s["mcq_accuracy_ours"] == 100.0 and s["mcq_accuracy_strict"] == 100.0
     assert s["tool_calls_per_question"] == 1.0 and s["tool_failure_rate"] == 0.5 and s["zoom_iou"] == 0.5
     assert s["judge_failures"] == 0 and s["reasoning_score"] is None
 
@@ -230,9 +173,9 @@ def test_make_eval_command_writes_summary_and_plot(toydrive_dir, tiny_policy_dir
 
     out = tmp_path / "e"
     assert main(["eval", "--model", str(tiny_policy_dir), "--data", str(toydrive_dir / "drivelmm" / "test.json"),
-                 "--limit", "2", "--max-turns", "1", "--max-new-tokens", "8", "--out", str(out)]) == 0
+                 "--limit", "2", "--max-turns", "1", "--max-completion-length", "8", "--out", str(out)]) == 0
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["rows"] == 2 and summary["judge"].startswith("off")
+    assert summary["rows_evaluated"] == 2 and summary["judge"].startswith("off")
     assert (out / "summary.png").stat().st_size > 10_000
 
 
@@ -243,8 +186,10 @@ def test_vllm_engine_generates_on_this_machine(toydrive_dir, tiny_policy_dir, tm
 
     monkeypatch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # engine in-process: faster start on CPU
     monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", "1")
+    from omnidrive_r1.rollout import RolloutSettings
+
     summary = evaluate(str(tiny_policy_dir), str(toydrive_dir / "drivelmm" / "test.json"), engine="vllm",
-                       limit=2, out=str(tmp_path), max_turns=1, max_new_tokens=8)
-    assert summary["rows"] == 2
+                       limit=2, out=str(tmp_path), settings=RolloutSettings(max_turns=1, max_completion_length=8))
+    assert summary["rows_evaluated"] == 2
     rows = [json.loads(line) for line in (tmp_path / "rows.jsonl").read_text().splitlines()]
     assert all(isinstance(r["response"], str) for r in rows)

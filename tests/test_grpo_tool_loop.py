@@ -50,9 +50,9 @@ def test_zoom_rollout_trains_two_steps_with_the_crop_in_pixel_values(tiny_policy
 
     from omnidrive_r1 import templates
     from omnidrive_r1.data.loaders import conversation
-    from omnidrive_r1.tiny import TINY_MAX_PIXELS, TINY_MIN_PIXELS
     from omnidrive_r1.tools import environment_factory
     from omnidrive_r1.tools.zoom_in import ZoomInTool
+    from omnidrive_r1.toy.tiny import TINY_MAX_PIXELS, TINY_MIN_PIXELS
 
     processor = templates.install(AutoProcessor.from_pretrained(tiny_policy_dir))
     tok = processor.tokenizer

@@ -50,7 +50,7 @@ def test_toydrive_loads_through_the_deepeyes_loader(toydrive_dir):
     assert ds[0]["answer"] in {"red", "yellow", "green", "pedestrian", "cone", "left", "right", "straight"}
     assert ds[0]["gt_box"] is not None and not ds[0]["is_mcq"]
     assert len(load_deepeyes(toydrive_dir / "deepeyes" / "train.parquet", sources=["toydrive_vstar"])[0]) == len(ds)
-    with pytest.raises(DataError, match="no usable rows"):
+    with pytest.raises(DataError, match="no rows with data_source"):
         load_deepeyes(toydrive_dir / "deepeyes" / "train.parquet", sources=["other_source"])
 
 
@@ -126,7 +126,72 @@ def test_deepeyes_bad_image_bytes_are_counted(toydrive_dir, tmp_path):
     rows = pq.read_table(toydrive_dir / "deepeyes" / "train.parquet").to_pylist()
     rows[0]["images"] = [{"bytes": b"broken", "path": "x.png"}]
     pq.write_table(pa.Table.from_pylist(rows), tmp_path / "t.parquet")
-    with pytest.raises(DataError, match="row 0: cannot decode"):
+    with pytest.raises(DataError, match=r"row 0 \(idx toydrive_vstar-0\): cannot decode"):
         load_deepeyes(tmp_path / "t.parquet")
     ds, report = load_deepeyes(tmp_path / "t.parquet", skip_bad=True)
     assert report.skipped == {"unreadable image": 1} and len(ds) == len(rows) - 1
+
+
+# ------------------------------------------------------------------- faults a hostile user found (reliability)
+
+@pytest.mark.parametrize("damage, reason", [
+    (lambda rows: rows[1].update(idx=rows[0]["idx"]), "duplicate idx"),
+    (lambda rows: rows[2].update(gt_box="abc"), "gt_box must be"),
+    (lambda rows: rows[2].update(gt_box=[10, 10, 5, 20]), "x1 < x2"),
+    (lambda rows: rows[2]["image"].__setitem__(3, None), "camera path"),
+    (lambda rows: rows[2].update(question=123), "'question' must be non-empty text, got int"),
+    (lambda rows: rows[2].update(question=None), "'question' must be non-empty text, got NoneType"),
+    (lambda rows: rows[2].update(final_answer={"letter": "B"}), "'final_answer' must be non-empty text, got dict"),
+    (lambda rows: rows[2].update(steps=["a"]), "'steps' must be text"),
+    (lambda rows: rows[2]["image"].__setitem__(0, "../../outside.jpg"), "outside the images root"),
+])
+def test_bad_fields_are_named_by_row_and_idx_or_skipped_by_reason(broken_copy, tmp_path, damage, reason):
+    root, rows = broken_copy
+    damage(rows)
+    path = _write(root, rows)
+    with pytest.raises(DataError, match=reason) as err:
+        load_drivelmm(path, cache_dir=tmp_path / "c", progress=False)
+    assert str(path) in str(err.value) and "row " in str(err.value) and "(idx " in str(err.value)
+    ds, report = load_drivelmm(path, cache_dir=tmp_path / "c", skip_bad=True, progress=False)
+    assert report.rows_kept == len(rows) - 1 == len(ds) and sum(report.skipped.values()) == 1
+    assert len(set(ds["idx"])) == len(ds)
+
+
+def test_a_truncated_image_inside_a_parquet_file_is_caught_at_load_time(toydrive_dir, tmp_path):
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = pq.read_table(toydrive_dir / "deepeyes" / "train.parquet").to_pylist()
+    buf = io.BytesIO()
+    Image.open(io.BytesIO(rows[1]["images"][0]["bytes"])).save(buf, format="JPEG")
+    rows[1]["images"] = [{"bytes": buf.getvalue()[: len(buf.getvalue()) // 2], "path": "cut.jpg"}]  # passes verify()
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "t.parquet")
+    with pytest.raises(DataError, match=r"row 1 \(idx toydrive_vstar-1\): cannot decode"):
+        load_deepeyes(tmp_path / "t.parquet")
+    ds, report = load_deepeyes(tmp_path / "t.parquet", skip_bad=True)
+    assert report.skipped == {"unreadable image": 1}
+    for image in ds["image"]:  # every kept row decodes: nothing left to fail mid-epoch
+        image.load()
+
+
+def test_deepeyes_field_types_and_duplicates(toydrive_dir, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = pq.read_table(toydrive_dir / "deepeyes" / "train.parquet").to_pylist()
+    rows[1]["extra_info"] = {**rows[1]["extra_info"], "index": rows[0]["extra_info"]["index"]}
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "dup.parquet")
+    with pytest.raises(DataError, match="duplicate idx"):
+        load_deepeyes(tmp_path / "dup.parquet")
+
+
+def test_unknown_sources_and_bad_limits_are_refused(toydrive_dir):
+    with pytest.raises(DataError, match=r"no rows with data_source \['vstr'\]; the file has \['toydrive_vstar'\]"):
+        load_deepeyes(toydrive_dir / "deepeyes" / "train.parquet", sources=["vstr"])
+    for limit in (-2, 0):
+        with pytest.raises(DataError, match="limit must be a positive number"):
+            load_drivelmm(toydrive_dir / "drivelmm" / "test.json", limit=limit)
+        with pytest.raises(DataError, match="limit must be a positive number"):
+            load_deepeyes(toydrive_dir / "deepeyes" / "train.parquet", limit=limit)

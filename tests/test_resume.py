@@ -22,10 +22,14 @@ ROOT = Path(__file__).resolve().parents[1]
 TOY1 = ROOT / "recipes/toy/stage1.yaml"
 
 
-def _args(toydrive_dir, out, *extra):
-    return [f"data.path={toydrive_dir / 'deepeyes/train.parquet'}", f"data.toydrive.out={toydrive_dir}",
-            "per_device_train_batch_size=4", "save_steps=2", "save_total_limit=5", "lr_scheduler_type=linear",
-            "warmup_steps=0", "report_to=[]", "max_steps=5", f"output_dir={out}", *extra]
+@pytest.fixture(scope="module")
+def args(toydrive_dir, tiny_models):
+    """Recipe overrides of a short run on the tiny models into `out`, plus `extra`."""
+    def make(out, *extra):
+        return [*tiny_models, f"data.path={toydrive_dir / 'deepeyes/train.parquet'}", f"data.toydrive.out={toydrive_dir}",
+                "per_device_train_batch_size=4", "save_steps=2", "save_total_limit=5", "lr_scheduler_type=linear",
+                "warmup_steps=0", "report_to=[]", "max_steps=5", f"output_dir={out}", *extra]
+    return make
 
 
 def _weights(path):
@@ -54,9 +58,9 @@ sys.exit(main(sys.argv[1:]))
 
 
 @pytest.fixture(scope="module")
-def reference_run(toydrive_dir, tiny_policy_dir, tmp_path_factory):
+def reference_run(args, tmp_path_factory):
     out = tmp_path_factory.mktemp("reference") / "run"
-    train(TOY1, _args(toydrive_dir, out))
+    train(TOY1, args(out))
     return out
 
 
@@ -85,11 +89,11 @@ def test_weights_that_do_not_fit_are_an_error_not_a_warning(tiny_policy_dir, tmp
 
 
 @pytest.mark.slow
-def test_resume_with_no_further_step_leaves_the_checkpoint_weights(reference_run, toydrive_dir, tmp_path):
+def test_resume_with_no_further_step_leaves_the_checkpoint_weights(reference_run, args, tmp_path):
     out = tmp_path / "zero"
     out.mkdir()
     shutil.copytree(reference_run / "checkpoint-2", out / "checkpoint-2")
-    train(TOY1, _args(toydrive_dir, out, "max_steps=2", "resume_from_checkpoint=true"))
+    train(TOY1, args(out, "max_steps=2", "resume_from_checkpoint=true"))
     saved, final = _weights(reference_run / "checkpoint-2"), _weights(out / "final")
     assert set(saved) == set(final)
     for key in saved:
@@ -98,11 +102,10 @@ def test_resume_with_no_further_step_leaves_the_checkpoint_weights(reference_run
 
 
 @pytest.mark.slow
-def test_a_run_killed_while_saving_resumes_from_the_last_complete_checkpoint(reference_run, toydrive_dir,
-                                                                             tmp_path):
+def test_a_run_killed_while_saving_resumes_from_the_last_complete_checkpoint(reference_run, args, tmp_path):
     out = tmp_path / "killed"
     env = {**os.environ, "WANDB_MODE": "offline", "TRL_EXPERIMENTAL_SILENCE": "1"}
-    proc = subprocess.run([sys.executable, "-c", DIE_IN_SAVE, "train", str(TOY1), *_args(toydrive_dir, out)],
+    proc = subprocess.run([sys.executable, "-c", DIE_IN_SAVE, "train", str(TOY1), *args(out)],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 9, proc.stderr[-2000:]
     assert not (out / "checkpoint-4").exists() and (out / STAGING / "checkpoint-4").is_dir()
@@ -115,9 +118,9 @@ def test_a_run_killed_while_saving_resumes_from_the_last_complete_checkpoint(ref
     assert [s["step"] for s in _steps(out)] == [1, 2, 3, 4]
 
     with pytest.raises(RecipeError, match="already holds a run"):  # no silent mixing of two runs
-        train(TOY1, _args(toydrive_dir, out))
+        train(TOY1, args(out))
     proc = subprocess.run([sys.executable, "-m", "omnidrive_r1.cli", "train", str(TOY1),
-                           *_args(toydrive_dir, out, "resume_from_checkpoint=true")],
+                           *args(out, "resume_from_checkpoint=true")],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "resuming from" in proc.stdout and str(out / "checkpoint-2") in proc.stdout

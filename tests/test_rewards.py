@@ -4,7 +4,7 @@ import pytest
 import torch
 from PIL import Image
 
-from omnidrive_r1.rewards import LogToolUse, available, build_rewards
+from omnidrive_r1.rewards import CheckedReward, RewardError, available, build_rewards
 from omnidrive_r1.rewards.answer_accuracy import answer_accuracy, token_f1
 from omnidrive_r1.rewards.clip_grounding import ClipGrounding, call_text
 from omnidrive_r1.rewards.format import format_reward
@@ -165,9 +165,9 @@ def test_no_call_and_invalid_calls_score_zero():
 def test_text_falls_back_to_the_sentence_before_the_call():
     env, completion = _rollout(([0, 0, 100, 100], ""))
     completion[0]["content"] = "<think>The sky is clear. Check the red light</think>\n"
-    from omnidrive_r1.tools.zoom_in import attach_reasoning
+    from omnidrive_r1.tools.zoom_in import annotate
 
-    attach_reasoning(env.calls, completion)
+    annotate(env, completion)
     assert call_text(env.calls[0]) == "Check the red light"
 
 
@@ -193,10 +193,9 @@ def test_identical_calls_of_one_prompt_are_encoded_once():
 
 
 def test_real_open_clip_tiny_model(tiny_clip_dir):
-    from omnidrive_r1.tiny import TINY_CLIP_CONFIG, TINY_CLIP_NAME
+    from omnidrive_r1.toy.tiny import TINY_CLIP_CONFIG
 
-    reward = ClipGrounding(model_name=TINY_CLIP_NAME, pretrained=str(tiny_clip_dir), gate_on_correct=False,
-                           margin=1e-3)
+    reward = ClipGrounding(model_name=f"local-dir:{tiny_clip_dir}", gate_on_correct=False, margin=1e-3)
     batch = [_rollout(([0, 0, 100, 100], "red light")), _rollout(([100, 50, 300, 150], "blue sky")), _rollout()]
     logged = {}
     envs, completions = zip(*batch)
@@ -219,15 +218,14 @@ def test_registry_builds_builtins_with_weights_and_options(tmp_path):
     assert available() == ["answer_accuracy", "clip_grounding", "format"]
     funcs, weights, names = build_rewards([{"name": "answer_accuracy"}, {"name": "format", "weight": 0.25}])
     assert names == ["answer_accuracy", "format"] and weights == [1.0, 0.25]
-    assert isinstance(funcs[0], LogToolUse) and funcs[0].__name__ == "answer_accuracy"
+    assert isinstance(funcs[0], CheckedReward) and funcs[0].__name__ == "answer_accuracy"
 
 
 def test_user_reward_from_a_file_in_a_few_lines(tmp_path):
     plugin = tmp_path / "my_reward.py"
     plugin.write_text("def brevity(prompts, completions, completion_ids=None, max_chars=100, **kwargs):\n"
                       "    return [float(len(str(c)) <= max_chars) for c in completions]\n")
-    funcs, weights, names = build_rewards([{"path": f"{plugin}:brevity", "weight": 0.1, "max_chars": 5}],
-                                          log_tool_use=False)
+    funcs, weights, names = build_rewards([{"path": f"{plugin}:brevity", "weight": 0.1, "max_chars": 5}])
     assert names == ["brevity"] and weights == [0.1]
     assert funcs[0](None, ["short", "much too long"]) == [1.0, 0.0]
 
@@ -239,6 +237,7 @@ def test_user_reward_from_a_file_in_a_few_lines(tmp_path):
     ({"path": "missing_file.py:fn"}, "reward file not found"),
     ({"path": "omnidrive_r1.protocol"}, "must look like"),
     ({"name": "format", "bogus": 1}, "takes no option"),
+    ({"name": "format", "weight": "heavy"}, "weight must be a number"),
     ({"name": "clip_grounding", "margin": 0, "encoder": object()}, "margin must be > 0"),
 ])
 def test_bad_reward_specs_fail_at_start_up(spec, message):
@@ -246,14 +245,35 @@ def test_bad_reward_specs_fail_at_start_up(spec, message):
         build_rewards([spec])
 
 
-def test_tool_use_metrics_are_logged_once_per_batch():
-    logged = {}
-    env_a, comp_a = _rollout(([0, 0, 100, 100], "red light"), ([float("nan"), 0, 1, 1], "x"))
-    env_b, comp_b = _rollout()
-    funcs, _, _ = build_rewards(["format"])
-    funcs[0](None, [comp_a, comp_b], environments=[env_a, env_b], log_metric=logged.__setitem__)
+def test_tool_use_metrics_of_a_batch():
+    from omnidrive_r1.tools import batch_metrics
+
+    env_a, _ = _rollout(([0, 0, 100, 100], "red light"), ([float("nan"), 0, 1, 1], "x"))
+    env_b, _ = _rollout()
+    logged = batch_metrics([env_a, env_b])
     assert logged["tools/call_rate"] == 0.5 and logged["tools/calls_per_rollout"] == 1.0
     assert logged["tools/failure_rate"] == 0.5 and logged["tools/failure/not_finite"] == 0.5
     assert logged["tools/failure/call_limit"] == 0.0 and logged["tools/crops_per_rollout"] == 0.5
     assert logged["tools/images_per_rollout"] == 1.5
     assert logged["tools/crop_area_frac"] == pytest.approx(100 * 100 / (400 * 200), rel=0.2)
+
+
+# ------------------------------------------------------------------------------ rewards that return garbage
+
+def _plugin(tmp_path, body):
+    path = tmp_path / "bad_reward.py"
+    path.write_text(f"def bad(prompts, completions, **kwargs):\n    return {body}\n")
+    return build_rewards([{"path": f"{path}:bad"}])[0][0]
+
+
+def test_a_reward_returning_text_names_the_reward_and_sample(tmp_path):
+    reward = _plugin(tmp_path, "[1.0, 'abc']")
+    with pytest.raises(RewardError, match=r"reward 'bad' returned 'abc' \(str\) for sample 1 \(idx 'q1'\)"):
+        reward(None, ["x", "y"], idx=["q0", "q1"])
+
+
+@pytest.mark.parametrize("value", ["float('nan')", "float('inf')", "-float('inf')"])
+def test_non_finite_rewards_are_recorded_and_never_passed_on(tmp_path, value):
+    reward = _plugin(tmp_path, f"[0.5, {value}, None]")
+    assert reward(None, ["x", "y", "z"]) == [0.5, 0.0, None]
+    assert [i for i, _ in reward.bad] == [1]

@@ -5,7 +5,7 @@ import torch
 from PIL import Image
 from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
 
-from omnidrive_r1.tiny import QWEN_ADDED_TOKENS, QWEN_SPECIAL_TOKENS, TINY_MAX_PIXELS, TINY_MIN_PIXELS
+from omnidrive_r1.toy.tiny import QWEN_ADDED_TOKENS, QWEN_SPECIAL_TOKENS, TINY_MAX_PIXELS, TINY_MIN_PIXELS
 
 
 def _two_image_conversation():
@@ -74,7 +74,7 @@ def _digest(folder):
 
 
 def test_tiny_policy_is_deterministic_per_seed(tmp_path):
-    from omnidrive_r1.tiny import build_tiny_policy
+    from omnidrive_r1.toy.tiny import build_tiny_policy
 
     first = build_tiny_policy(seed=0, out_dir=tmp_path / "a", warmup_steps=2)
     again = build_tiny_policy(seed=0, out_dir=tmp_path / "b", warmup_steps=2)
@@ -102,7 +102,7 @@ def test_warmed_up_policy_writes_the_protocol(tiny_policy_dir):
 def test_tiny_clip_loads_like_an_open_clip_checkpoint(tiny_clip_dir):
     import open_clip
 
-    from omnidrive_r1.tiny import TINY_CLIP_CONFIG, TINY_CLIP_NAME, load_tiny_clip
+    from omnidrive_r1.toy.tiny import TINY_CLIP_CONFIG, TINY_CLIP_NAME, load_tiny_clip
 
     model, preprocess, tokenizer = load_tiny_clip(tiny_clip_dir)
     with torch.no_grad():
@@ -118,7 +118,7 @@ def test_tiny_clip_loads_like_an_open_clip_checkpoint(tiny_clip_dir):
 
 @pytest.mark.parametrize("section", [[8, 12, 8], [16, 16, 16]])
 def test_bad_mrope_section_is_refused(tiny_policy_dir, section):
-    from omnidrive_r1.tiny import tiny_policy_config
+    from omnidrive_r1.toy.tiny import tiny_policy_config
 
     tok = AutoProcessor.from_pretrained(tiny_policy_dir).tokenizer
     with pytest.raises(ValueError, match="mrope_section"):

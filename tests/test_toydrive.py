@@ -8,9 +8,10 @@ import pytest
 from PIL import Image
 from qwen_vl_utils import smart_resize
 
+from omnidrive_r1.data.loaders import DRIVELMM_MCQ_QNUMS as MCQ_QNUMS
 from omnidrive_r1.data.stitch import CAMERAS
-from omnidrive_r1.data.toydrive import MCQ_QNUMS, generate
-from omnidrive_r1.tiny import TINY_MAX_PIXELS, TINY_MIN_PIXELS
+from omnidrive_r1.toy.tiny import TINY_MAX_PIXELS, TINY_MIN_PIXELS
+from omnidrive_r1.toy.toydrive import generate
 
 
 def _tree_digest(root):

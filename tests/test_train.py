@@ -22,13 +22,18 @@ def _data_overrides(toydrive_dir, kind="deepeyes"):
     return [f"data.path={path}", f"data.toydrive.out={toydrive_dir}"]
 
 
+@pytest.fixture()
+def tiny(tiny_models):
+    return tiny_models
+
+
 # ------------------------------------------------------------------------------------------------- recipes
 
 def test_overrides_win_over_the_file_and_reach_into_sections(toydrive_dir, tmp_path):
     recipe, grpo, model = parse_recipe(TOY1, ["learning_rate=3e-4", "data.limit=5", "rewards.2.margin=0.2",
                                               "save_strategy=no", f"output_dir={tmp_path}"])
     assert grpo.learning_rate == 3e-4 and recipe.data["limit"] == 5 and recipe.rewards[2]["margin"] == 0.2
-    assert grpo.save_strategy == "no" and model.model_name_or_path == "tiny"
+    assert grpo.save_strategy == "no" and model.model_name_or_path == "outputs/toy/base/policy"
     assert recipe.preset == "toy" and recipe.stage == "stage1" and grpo.num_generations == 4
 
 
@@ -67,28 +72,28 @@ def test_paper_preset_without_gpu_fails_before_anything_heavy():
     (["data.kind=coco"], "data.kind must be"),
     (["rewards=[]"], "rewards"),
 ])
-def test_configurations_that_cannot_work_fail_naming_the_field(overrides, message):
-    recipe, grpo, model = parse_recipe(TOY1, overrides)
+def test_configurations_that_cannot_work_fail_naming_the_field(overrides, message, tiny):
+    recipe, grpo, model = parse_recipe(TOY1, [*tiny, *overrides])
     if overrides == ["use_vllm=true"] and __import__("importlib").util.find_spec("vllm") is not None:
         pytest.skip("vllm is installed here")
     with pytest.raises(RecipeError, match=message):
         check_recipe(recipe, grpo, model)
 
 
-def test_unknown_reward_fails_before_the_model_is_loaded(toydrive_dir, tmp_path, monkeypatch):
+def test_unknown_reward_fails_before_the_model_is_loaded(toydrive_dir, tmp_path, monkeypatch, tiny):
     import omnidrive_r1.train as train_mod
 
     monkeypatch.setattr(train_mod, "load_policy", lambda *a, **k: pytest.fail("model loaded before the check"))
     with pytest.raises(ValueError, match="unknown reward 'nope'"):
-        train(TOY1, [*_data_overrides(toydrive_dir), "rewards=[{name: nope}]", f"output_dir={tmp_path}"])
+        train(TOY1, [*_data_overrides(toydrive_dir), *tiny, "rewards=[{name: nope}]", f"output_dir={tmp_path}"])
 
 
 # ------------------------------------------------------------------------------------------- toy stages
 
 @pytest.mark.slow
-def test_toy_stage1_then_stage2_leave_the_promised_outputs(toydrive_dir, tiny_policy_dir, tmp_path):
+def test_toy_stage1_then_stage2_leave_the_promised_outputs(toydrive_dir, tiny_policy_dir, tmp_path, tiny):
     s1, s2 = tmp_path / "stage1", tmp_path / "stage2"
-    common = ["max_steps=2", "per_device_train_batch_size=4", "save_steps=1", "save_total_limit=1"]
+    common = ["max_steps=2", "per_device_train_batch_size=4", "save_steps=1", "save_total_limit=1", *tiny]
     final1 = train(TOY1, [*_data_overrides(toydrive_dir), *common, f"output_dir={s1}"])
     final2 = train(TOY2, [*_data_overrides(toydrive_dir, "drivelmm"), *common, f"output_dir={s2}",
                           f"init_from={final1}", f"model_name_or_path={final1}"])
@@ -108,8 +113,8 @@ def test_toy_stage1_then_stage2_leave_the_promised_outputs(toydrive_dir, tiny_po
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     from omnidrive_r1.data.loaders import load_drivelmm
-    from omnidrive_r1.rollout import hf_rollout
-    from omnidrive_r1.tiny import TINY_MAX_PIXELS, TINY_MIN_PIXELS
+    from omnidrive_r1.rollout import HFEngine, RolloutSettings, rollout
+    from omnidrive_r1.toy.tiny import TINY_MAX_PIXELS
 
     processor = AutoProcessor.from_pretrained(final2)
     model = AutoModelForImageTextToText.from_pretrained(final2).eval()
@@ -130,9 +135,11 @@ def test_toy_stage1_then_stage2_leave_the_promised_outputs(toydrive_dir, tiny_po
 
     model.generate = first_turn_zooms
     ds, _ = load_drivelmm(toydrive_dir / "drivelmm" / "test.json", progress=False, limit=2)
-    rollouts = hf_rollout(model, processor, [ds[0], ds[1]], [{"name": "zoom_in", "min_pixels": TINY_MIN_PIXELS,
-                                                             "max_pixels": TINY_MAX_PIXELS}],
-                          max_turns=1, max_new_tokens=16)
+    settings = RolloutSettings.of_model(final2)  # as the stage-2 recipe trained it: two tool turns, 128 tokens
+    assert settings.max_turns == 2 and settings.max_completion_length == 128
+    assert settings.tools[0]["max_tool_calls"] == 2 and settings.tools[0]["max_pixels"] == TINY_MAX_PIXELS
+    settings.max_turns = 1
+    rollouts = rollout(HFEngine(model, processor), processor, [ds[0], ds[1]], settings)
     assert turns == [2, 4]  # 2 frames, then 2 frames + 2 crops
     for r in rollouts:
         assert r.zoom_calls[0].ok and r.zoom_calls[0].crop.size[0] > 0
@@ -149,12 +156,12 @@ def _launch(args, **kw):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("zero", ["zero2", "zero3"])
-def test_two_grpo_steps_under_deepspeed_on_two_cpu_processes(zero, toydrive_dir, tiny_policy_dir, tmp_path):
+def test_two_grpo_steps_under_deepspeed_on_two_cpu_processes(zero, toydrive_dir, tiny_policy_dir, tmp_path, tiny):
     accelerate = Path(sys.executable).parent / "accelerate"
     out = tmp_path / zero
     proc = _launch([str(accelerate), "launch", "--config_file", f"recipes/accelerate/{zero}.yaml",
                     "--num_processes", "2", "--mixed_precision", "no", "-m", "omnidrive_r1.cli", "train",
-                    str(TOY1), *_data_overrides(toydrive_dir), "max_steps=2", "save_strategy=no",
+                    str(TOY1), *_data_overrides(toydrive_dir), *tiny, "max_steps=2", "save_strategy=no",
                     f"output_dir={out}"], timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert f"DEEPSPEED ZeRO-{zero[-1]}, 2 processes" in proc.stdout

@@ -45,14 +45,11 @@ def packed_cpu_kernels(monkeypatch):
 
 
 def _kernel_weights(vllm_model):
-    """What each linear layer of the language model really multiplies by (W, recovered from an identity)."""
-    out = {}
-    for name, module in vllm_model.named_modules():
-        if hasattr(module, "cpu_linear") and name.startswith("language_model.model.layers"):
-            k = module.input_size_per_partition
-            eye = torch.eye(k, dtype=torch.bfloat16)
-            out[name + ".weight"] = module.cpu_linear(eye, None, None).t().float()
-    return out
+    """What each linear layer of the language model really multiplies by."""
+    from vllm_weights import kernel_weight
+
+    return {name + ".weight": kernel_weight(module, torch.bfloat16) for name, module in vllm_model.named_modules()
+            if hasattr(module, "cpu_linear") and name.startswith("language_model.model.layers")}
 
 
 def _snapshot_after_each_step(snapshots: dict):
@@ -66,7 +63,7 @@ def _snapshot_after_each_step(snapshots: dict):
     return Snapshot()
 
 
-def _toy_trainer(trainer_cls, toydrive_dir, tmp_path, callbacks=()):
+def _toy_trainer(trainer_cls, toydrive_dir, tiny_models, tmp_path, callbacks=()):
     from omnidrive_r1.config import parse_recipe
     from omnidrive_r1.rewards import build_rewards
     from omnidrive_r1.tools import environment_factory
@@ -76,42 +73,44 @@ def _toy_trainer(trainer_cls, toydrive_dir, tmp_path, callbacks=()):
         "recipes/toy/stage1.yaml",
         # 3 steps over unshuffled rows: consecutive rows share a frame, so an image comes back after a sync
         # (that is how a stale encoder cache shows: "Encoder cache miss")
-        [f"data.path={toydrive_dir / 'deepeyes/train.parquet'}", f"output_dir={tmp_path}", "max_steps=3",
+        [*tiny_models, f"data.path={toydrive_dir / 'deepeyes/train.parquet'}", f"output_dir={tmp_path}", "max_steps=3",
          "per_device_train_batch_size=4", "report_to=[]", "save_strategy=no", "use_vllm=true",
          "vllm_mode=colocate", "vllm_max_model_length=2048", "learning_rate=0.02", "warmup_steps=0",
          "lr_scheduler_type=constant", "shuffle_dataset=false"])
-    model, processor = load_policy(recipe, model_args, grpo.seed)
+    model, processor = load_policy(recipe, model_args)
 
     def spread(completions, **kwargs):  # distinct rewards, so the first step really moves the weights
         return [float(len(str(c)) % 7) for c in completions]
 
     funcs, _, _ = build_rewards([{"name": "format"}])
     return trainer_cls(
-        model=model, reward_funcs=[spread, funcs[0]], args=grpo, train_dataset=load_data(recipe),
+        model=model, reward_funcs=[spread, funcs[0]], args=grpo, train_dataset=load_data(recipe, tmp_path),
         processing_class=processor, callbacks=list(callbacks),
         environment_factory=environment_factory([{"name": "zoom_in", "min_pixels": recipe.image_min_pixels,
                                                   "max_pixels": recipe.image_max_pixels, "max_tool_calls": 2}]))
 
 
-def test_trl_weight_sync_breaks_on_packed_cpu_kernels(packed_cpu_kernels, toydrive_dir, tiny_policy_dir, tmp_path):
+def test_trl_weight_sync_breaks_on_packed_cpu_kernels(packed_cpu_kernels, toydrive_dir, tiny_models, tmp_path):
     """The failure recorded in DESIGN.md section 8, reproduced: TRL's per-tensor load_weights meets the
     emptied Parameter that vLLM's CPU backend leaves behind."""
     from trl import GRPOTrainer
 
-    trainer = _toy_trainer(GRPOTrainer, toydrive_dir, tmp_path)
+    trainer = _toy_trainer(GRPOTrainer, toydrive_dir, tiny_models, tmp_path)
     vllm_model = trainer.vllm_generation.llm.llm_engine.model_executor.driver_worker.model_runner.model
     assert vllm_model.language_model.model.layers[0].mlp.down_proj.weight.numel() == 0  # the packed path
     with pytest.raises(AttributeError, match="weight_loader"):
         trainer.train()
 
 
-def test_our_sync_repacks_the_cpu_kernels_with_the_new_weights(packed_cpu_kernels, toydrive_dir, tiny_policy_dir,
+def test_our_sync_repacks_the_cpu_kernels_with_the_new_weights(packed_cpu_kernels, toydrive_dir, tiny_models,
                                                                tmp_path):
-    from omnidrive_r1.trainer import ClipGRPOTrainer
-    from omnidrive_r1.vllm_weights import expected_vllm_tensor
+    from vllm_weights import expected_vllm_tensor
+
+    from omnidrive_r1.trainer import ToolGRPOTrainer
 
     snapshots = {}
-    trainer = _toy_trainer(ClipGRPOTrainer, toydrive_dir, tmp_path, [_snapshot_after_each_step(snapshots)])
+    trainer = _toy_trainer(ToolGRPOTrainer, toydrive_dir, tiny_models, tmp_path,
+                           [_snapshot_after_each_step(snapshots)])
     engine = trainer.vllm_generation
     initial = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
     seen = []
@@ -138,16 +137,18 @@ ZOOM = ('<think>The lamp is too small.</think>\n<tool_call>\n{"name": "image_zoo
         '{"bbox_2d": [250, 60, 320, 120], "label": "traffic light"}}\n</tool_call><|im_end|>')
 
 
-def test_two_grpo_steps_with_vllm_rollouts_a_tool_call_and_synced_weights(toydrive_dir, tiny_policy_dir, tmp_path):
+def test_two_grpo_steps_with_vllm_rollouts_a_tool_call_and_synced_weights(toydrive_dir, tiny_models, tmp_path):
     """On this machine's own vLLM path (no monkeypatching): two GRPO steps with vLLM rollouts. The first
     completion of step 1 is scripted to call the zoom tool (the tiny policy seldom writes a valid call);
     everything else, including the turn after the crop, is generated by vLLM."""
+    from vllm_weights import max_weight_gap
+
     from omnidrive_r1.tools.zoom_in import ZoomInTool
-    from omnidrive_r1.trainer import ClipGRPOTrainer
-    from omnidrive_r1.vllm_weights import max_weight_gap
+    from omnidrive_r1.trainer import ToolGRPOTrainer
 
     snapshots = {}
-    trainer = _toy_trainer(ClipGRPOTrainer, toydrive_dir, tmp_path, [_snapshot_after_each_step(snapshots)])
+    trainer = _toy_trainer(ToolGRPOTrainer, toydrive_dir, tiny_models, tmp_path,
+                           [_snapshot_after_each_step(snapshots)])
     engine = trainer.vllm_generation
     tokenizer = trainer.processing_class.tokenizer
     initial = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
@@ -233,7 +234,7 @@ def test_hf_and_vllm_see_the_same_image_tokens_and_prompt_ids(tiny_policy_dir, t
         _runs(checkpoint["input_ids"][0].tolist(), pad))
     assert list(from_text[0].prompt_token_ids) == hf_ids
     # TRL's path: the trainer's token ids plus the images. Sent as they are, vLLM expands the first images
-    # again; with one placeholder per image (ClipGRPOTrainer's route) it reproduces the trainer's ids exactly.
+    # again; with one placeholder per image (ToolGRPOTrainer's route) it reproduces the trainer's ids exactly.
     from omnidrive_r1.trainer import collapse_image_pads
 
     as_is = llm.generate({"prompt_token_ids": hf_ids, "multi_modal_data": {"image": images}}, params, use_tqdm=False)

@@ -6,8 +6,9 @@ from collections import Counter
 import pytest
 from PIL import Image
 
-from omnidrive_r1.tools import available, environment_factory, find_part, resolve, tool_methods
-from omnidrive_r1.tools.zoom_in import FAILURE_REASONS, TOOL_NAME, ZoomInTool, attach_reasoning
+from omnidrive_r1.plugins import PluginError, resolve
+from omnidrive_r1.tools import available, environment_factory, find_part, tool_methods
+from omnidrive_r1.tools.zoom_in import FAILURE_REASONS, TOOL_NAME, ZoomInTool, annotate
 
 KNOWN_REASONS = set(FAILURE_REASONS)
 
@@ -120,10 +121,10 @@ def test_tool_schema_comes_from_the_typed_docstring():
 
 def test_registry_resolves_names_paths_and_refuses_unknown(tmp_path):
     assert "zoom_in" in available()
-    name, cls, options = resolve({"name": "zoom_in", "max_tool_calls": 2})
+    name, cls, options = resolve({"name": "zoom_in", "max_tool_calls": 2}, "tool", "omnidrive_r1.tools", "TOOL")
     assert cls is ZoomInTool and options == {"max_tool_calls": 2}
-    with pytest.raises(ValueError, match="known tools: .*zoom_in"):
-        resolve({"name": "nope"})
+    with pytest.raises(PluginError, match="known tools: .*zoom_in"):
+        environment_factory([{"name": "nope"}])
     plugin = tmp_path / "depth_probe.py"
     plugin.write_text(
         "class DepthProbe:\n"
@@ -154,6 +155,17 @@ def test_reasoning_is_attached_from_the_completion_messages():
         {"role": "tool", "name": TOOL_NAME, "content": []},
         {"role": "assistant", "content": "<answer>A</answer>"},
     ]
-    attach_reasoning(env.calls, completion)
+    annotate(env, completion)
     assert [c.reasoning for c in env.calls] == ["<think>The light is tiny.</think>", "<think>Now the sign.</think>"]
     assert math.isclose(len(env.calls), 2)
+
+
+@pytest.mark.parametrize("spec, message", [
+    ({"name": "zoom_in", "max_tool_call": 2}, r"tool 'zoom_in' takes no option\(s\) \['max_tool_call'\]; its options: "
+                                              r"\['min_pixels', 'max_pixels', 'min_side', 'max_tool_calls'"),
+    ({"name": "zoom_in", "max_tool_calls": -1}, "max_tool_calls must be >= 0"),
+    ({"path": "nowhere.py:Tool"}, "tool file not found"),
+])
+def test_bad_tool_options_fail_when_the_recipe_is_read(spec, message):
+    with pytest.raises(PluginError, match=message):
+        environment_factory([spec])

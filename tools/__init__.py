@@ -10,40 +10,25 @@ Google-style docstring: those methods are what the policy can call. A recipe the
       - {name: depth_probe}                       # tools/depth_probe.py
       - {path: "my_pkg.my_tools:Compass"}         # a class of your own
 
-Extra keys are passed to the tool's constructor. TRL calls the factory without arguments, so the options
-are bound here.
+Extra keys are passed to the tool's constructor (a misspelt one fails at start-up, naming the options). TRL
+calls the factory without arguments, so the options are bound here. A tool module may also define
+`metrics(instances) -> dict` (logged every step) and `annotate(instance, completion)` (called once a
+trajectory is complete, before the rewards).
 """
 
 from __future__ import annotations
 
 import functools
-import importlib
 import inspect
-import pkgutil
+import sys
 from collections.abc import Callable
 
-from omnidrive_r1.plugins import load_object
+from omnidrive_r1.plugins import PluginError, bind, builtins, resolve
 
 
 def available() -> list[str]:
     """Names of the tools shipped in this folder."""
-    return sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_"))
-
-
-def resolve(spec: dict | str) -> tuple[str, type, dict]:
-    """(name, class, options) for one recipe entry: `{name: ...}` or `{path: "module:Class"}` plus options."""
-    spec = {"name": spec} if isinstance(spec, str) else dict(spec)
-    options = {k: v for k, v in spec.items() if k not in ("name", "path")}
-    if "path" in spec:
-        target = spec["path"]
-        return spec.get("name", target.rpartition(":")[2]), load_object(target, "tool"), options
-    name = spec.get("name")
-    if name not in available():
-        raise ValueError(f"unknown tool {name!r}; known tools: {available()} (or give a path: 'module:Class')")
-    module = importlib.import_module(f"{__name__}.{name}")
-    if not hasattr(module, "TOOL"):
-        raise ValueError(f"tools/{name}.py must define TOOL = <its class>")
-    return name, module.TOOL, options
+    return builtins(__name__)
 
 
 def tool_methods(cls: type) -> dict[str, Callable]:
@@ -58,20 +43,22 @@ def environment_factory(specs: list[dict | str]) -> Callable[[], object]:
     One tool: instances of its class. Several: instances of a class generated here whose methods forward
     to one instance of each tool (`env.parts[name]`), so TRL sees all the tools of every tool class.
     """
-    resolved = [resolve(s) for s in specs]
+    resolved = [resolve(s, "tool", __name__, "TOOL") for s in specs]
     if not resolved:
-        raise ValueError("the recipe lists no tools")
+        raise PluginError("the recipe lists no tools")
+    for name, cls, options in resolved:
+        bind(name, "tool", cls, options)  # one instance now: a misspelt or bad option fails before any model loads
     if len(resolved) == 1:
         _, cls, options = resolved[0]
         return functools.partial(cls, **options)
     names = [n for n, _, _ in resolved]
     if len(set(names)) != len(names):
-        raise ValueError(f"tool names must be unique, got {names}")
+        raise PluginError(f"tool names must be unique, got {names}")
     namespace = {}
     for name, cls, _ in resolved:
         for method_name, fn in tool_methods(cls).items():
             if method_name in namespace:
-                raise ValueError(f"two tools define the method {method_name!r}")
+                raise PluginError(f"two tools define the method {method_name!r}")
             namespace[method_name] = _forward(name, method_name, fn)
 
     def __init__(self):
@@ -91,6 +78,34 @@ def _forward(part: str, method_name: str, fn: Callable) -> Callable:
         return getattr(self.parts[part], method_name)(*args, **kwargs)
 
     return call
+
+
+def parts(environment) -> list:
+    """The tool instances inside an environment built by `environment_factory`."""
+    return list(getattr(environment, "parts", {}).values()) or [environment]
+
+
+def batch_metrics(environments) -> dict[str, float]:
+    """Tool-use metrics of a generation batch: each tool module may define `metrics(instances) -> dict`."""
+    by_class: dict[type, list] = {}
+    for env in environments or []:
+        for part in parts(env):
+            by_class.setdefault(type(part), []).append(part)
+    out = {}
+    for cls, instances in by_class.items():
+        metrics = getattr(sys.modules.get(cls.__module__), "metrics", None)
+        if callable(metrics):
+            out.update(metrics(instances))
+    return out
+
+
+def annotate(environment, completion: list[dict]) -> None:
+    """Let each tool record what it needs from the finished trajectory: a tool module may define
+    `annotate(instance, completion)` (the zoom tool keeps the text written before each call)."""
+    for part in parts(environment):
+        hook = getattr(sys.modules.get(type(part).__module__), "annotate", None)
+        if callable(hook):
+            hook(part, completion)
 
 
 def find_part(environment, cls: type):

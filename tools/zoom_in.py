@@ -14,6 +14,7 @@ from typing import Any
 
 from PIL import Image
 
+from omnidrive_r1.protocol import call_function, text_of
 from omnidrive_r1.tools import lenient
 from omnidrive_r1.vision import MAX_ASPECT, ZoomError, zoom_box
 
@@ -35,7 +36,7 @@ class ZoomCall:
     box: tuple[int, int, int, int] | None = None  # in pixels of the original image
     crop: Image.Image | None = None
     source_size: tuple[int, int] | None = None  # size of the original image the box refers to
-    reasoning: str | None = None  # the text written before the call; filled in by the rewards
+    reasoning: str | None = None  # the text written before the call; filled in by `annotate`
 
 
 @dataclass
@@ -132,23 +133,44 @@ class ZoomInTool:
 TOOL = ZoomInTool
 
 
-def attach_reasoning(calls: list[ZoomCall], completion: list[dict]) -> list[ZoomCall]:
-    """Fill `reasoning` of each record with the assistant text written before the matching call.
+def annotate(tool: ZoomInTool, completion: list[dict]) -> None:
+    """Record in each call the assistant text written before it (the environment sees only arguments).
 
-    The environment only sees arguments; the text is in the completion messages. The k-th zoom tool call
-    in the messages whose arguments reached the tool (a dict) is the k-th record.
+    The k-th zoom tool call in the messages whose arguments reached the tool (a dict) is the k-th record.
+    Called by the trainer and the rollout loop once a trajectory is complete.
     """
     texts = []
     for message in completion:
         if message.get("role") != "assistant":
             continue
-        content = message.get("content") or ""
-        if isinstance(content, list):
-            content = "".join(b.get("text", "") for b in content if isinstance(b, dict))
+        content = text_of(message.get("content"))
         for call in message.get("tool_calls") or []:
-            fn = call.get("function", call)
+            fn = call_function(call)
             if fn.get("name") == TOOL_NAME and isinstance(fn.get("arguments"), dict):
                 texts.append(content)
-    for record, text in zip(calls, texts):
+    for record, text in zip(tool.calls, texts):
         record.reasoning = text
-    return calls
+
+
+def metrics(tools: list[ZoomInTool]) -> dict[str, float]:
+    """Tool-use metrics of a generation batch (tool-use collapse is the failure peers report most):
+    tools/call_rate (share of rollouts that called), calls_per_rollout, failure_rate (failed / all calls),
+    failure/<reason> (share of calls), crops_per_rollout, images_per_rollout, crop_area_frac."""
+    if not tools:
+        return {}
+    calls = [c for t in tools for c in t.calls]
+    ok = [c for c in calls if c.ok]
+    reasons = Counter(c.reason for c in calls if not c.ok)
+    n = len(tools)
+    out = {
+        "tools/call_rate": sum(bool(t.calls) for t in tools) / n,
+        "tools/calls_per_rollout": len(calls) / n,
+        "tools/crops_per_rollout": len(ok) / n,
+        "tools/images_per_rollout": sum(len(t.images) for t in tools) / n,
+        "tools/failure_rate": (len(calls) - len(ok)) / len(calls) if calls else 0.0,
+        "tools/crop_area_frac": (sum((c.box[2] - c.box[0]) * (c.box[3] - c.box[1])
+                                     / (c.source_size[0] * c.source_size[1]) for c in ok) / len(ok)) if ok else 0.0,
+    }
+    # every known reason every time, so averages over a logging window are not biased towards batches with failures
+    out.update({f"tools/failure/{r}": (reasons[r] / len(calls) if calls else 0.0) for r in FAILURE_REASONS})
+    return out

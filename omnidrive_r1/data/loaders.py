@@ -21,6 +21,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import math
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +29,7 @@ from pathlib import Path
 from PIL import Image, UnidentifiedImageError
 
 from omnidrive_r1.data.stitch import CAMERAS, stitched_path
+from omnidrive_r1.errors import UserError
 from omnidrive_r1.prompts import SYSTEM_PROMPT
 
 log = logging.getLogger(__name__)
@@ -37,7 +39,7 @@ DRIVELMM_MCQ_QNUMS = frozenset({2, 3, 4, 5, 8})
 DEEPEYES_COLUMNS = ("data_source", "prompt", "images", "reward_model", "extra_info")
 
 
-class DataError(ValueError):
+class DataError(UserError):
     """A data file or one of its rows cannot be used; the message names the file and the row."""
 
 
@@ -59,6 +61,18 @@ class _RowError(Exception):
     def __init__(self, reason: str, detail: str):
         super().__init__(detail)
         self.reason = reason
+
+
+def _check_limit(limit) -> None:
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise DataError(f"limit must be a positive number of rows, got {limit!r}")
+
+
+def _unique(idx: str, i: int, seen: dict) -> None:
+    """Refuse a second row with an idx already seen: results are keyed by idx, so one would replace the other."""
+    if idx in seen:
+        raise _RowError("duplicate idx", f"duplicate idx {idx!r}: row {seen[idx]} has it already")
+    seen[idx] = i
 
 
 def conversation(question: str, system_prompt: str | None = SYSTEM_PROMPT) -> list[dict]:
@@ -101,6 +115,11 @@ def _finish(rows: list[dict], report: LoadReport, path: Path):
     return datasets.Dataset.from_list(rows, features=features), report
 
 
+def read_drivelmm_rows(path: str | Path) -> list:
+    """The raw rows of a DriveLMM-o1 JSON file (a list), or a `DataError` naming what is wrong with the file."""
+    return _read_drivelmm_json(Path(path))
+
+
 def _read_drivelmm_json(path: Path) -> list:
     if not path.exists():
         raise DataError(f"DriveLMM-o1 file not found: {path}")
@@ -129,19 +148,22 @@ def load_drivelmm(path: str | Path, images_root: str | Path | None = None, *, ca
     """
     from tqdm.auto import tqdm
 
-    from omnidrive_r1.tiny import cache_root
+    from omnidrive_r1.cache import cache_root
 
     path = Path(path)
     root = Path(images_root) if images_root else path.parent
     cache_dir = Path(cache_dir) if cache_dir else cache_root() / "stitched"
+    _check_limit(limit)
     data = _read_drivelmm_json(path)
     if limit:
         data = data[:limit]
     report = LoadReport(str(path), rows_read=len(data))
-    rows = []
+    rows, seen = [], {}
     for i, raw in enumerate(tqdm(data, desc=f"loading {path.name}", disable=not progress)):
         try:
-            rows.append(_drivelmm_row(raw, root, cache_dir, system_prompt))
+            row = _drivelmm_row(raw, root, cache_dir, system_prompt)
+            _unique(row["idx"], i, seen)
+            rows.append(row)
         except _RowError as e:
             where = f"{path}, row {i}" + (f" (idx {raw.get('idx')!r})" if isinstance(raw, dict) else "")
             if not skip_bad:
@@ -152,36 +174,71 @@ def load_drivelmm(path: str | Path, images_root: str | Path | None = None, *, ca
     return _finish(rows, report, path)
 
 
+def _text_field(raw: dict, key: str, required: bool = True) -> str:
+    value = raw.get(key)
+    if value is None and not required:
+        return ""
+    if not isinstance(value, str) or (required and not value.strip()):
+        got = "empty" if isinstance(value, str) else type(value).__name__
+        raise _RowError("bad field type", f"field {key!r} must be {'non-empty ' if required else ''}text, got {got}")
+    return value
+
+
+def _box_field(value) -> list[float] | None:
+    """An optional ground-truth box: four finite numbers with x1 < x2 and y1 < y2."""
+    if value is None:
+        return None
+    ok = (isinstance(value, (list, tuple)) and len(value) == 4
+          and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value))
+    if not ok or not (value[0] < value[2] and value[1] < value[3]):
+        raise _RowError("bad field type", f"gt_box must be [x1, y1, x2, y2] with x1 < x2 and y1 < y2, got {value!r:.80}")
+    return [float(v) for v in value]
+
+
+def _inside(root: Path, relative: str) -> Path:
+    """`root / relative`, refused when it resolves outside `root` (`..` or an absolute path elsewhere)."""
+    path = (root / relative).resolve()
+    if not path.is_relative_to(root.resolve()):
+        raise _RowError("path outside images root", f"image path {relative!r} resolves to {path}, outside the "
+                                                   f"images root {root}; set images_root to the folder that holds it")
+    return path
+
+
 def _drivelmm_row(raw, root: Path, cache_dir: Path, system_prompt) -> dict:
     if not isinstance(raw, dict):
         raise _RowError("not an object", f"expected a JSON object, got {type(raw).__name__}")
     missing = [k for k in DRIVELMM_FIELDS if k not in raw]
     if missing:
         raise _RowError("missing field", f"missing field(s) {missing}")
+    idx = _text_field(raw, "idx")
+    question = _text_field(raw, "question")
+    answer = _text_field(raw, "final_answer")
+    steps = _text_field(raw, "steps", required=False)
     cams = raw["image"]
     if not isinstance(cams, list) or len(cams) != len(CAMERAS):
         n = len(cams) if isinstance(cams, list) else type(cams).__name__
         raise _RowError("wrong camera count", f"'image' must list {len(CAMERAS)} camera paths ({', '.join(CAMERAS)}), got {n}")
-    idx = str(raw["idx"])
+    if not all(isinstance(c, str) and c.strip() for c in cams):
+        raise _RowError("bad field type", f"every camera path in 'image' must be non-empty text, got {cams!r:.120}")
     try:
         qnum = int(idx.rsplit("_", 1)[-1])
     except ValueError:
         raise _RowError("bad idx", f"idx {idx!r} does not end in _<question number>") from None
-    paths = [Path(p) if Path(p).is_absolute() else root / p for p in cams]
+    gt_box = _box_field(raw.get("gt_box"))
+    paths = [_inside(root, p) for p in cams]
     for p in paths:
         if not p.exists():
             raise _RowError("missing image", f"image file not found: {p}")
     frame = stitched_path(paths, cache_dir, _open_image)
-    gt_box = raw.get("gt_box")
     return {
         "idx": idx,
-        "prompt": conversation(raw["question"], system_prompt),
+        "prompt": conversation(question, system_prompt),
         "image": str(frame),
-        "question": raw["question"],
-        "answer": raw["final_answer"],
-        "steps": raw.get("steps") or "",
+        "question": question,
+        "answer": answer,
+        "steps": steps,
         "is_mcq": qnum in DRIVELMM_MCQ_QNUMS,
-        "gt_box": [float(v) for v in gt_box] if gt_box else None,
+        "gt_box": gt_box,
         "source": "drivelmm",
     }
 
@@ -204,18 +261,27 @@ def load_deepeyes(path: str | Path, *, sources: list[str] | None = None, skip_ba
     missing = [c for c in DEEPEYES_COLUMNS if c not in table.column_names]
     if missing:
         raise DataError(f"{path}: missing column(s) {missing}; DeepEyes files have {list(DEEPEYES_COLUMNS)}")
+    _check_limit(limit)
     data = table.to_pylist()
     if sources:
+        present = sorted({str(r.get("data_source")) for r in data})
+        unknown = sorted(set(sources) - set(present))
+        if unknown:
+            raise DataError(f"{path}: no rows with data_source {unknown}; the file has {present}")
         data = [r for r in data if r.get("data_source") in set(sources)]
     if limit:
         data = data[:limit]
     report = LoadReport(str(path), rows_read=len(data))
-    rows = []
+    rows, seen = [], {}
     for i, raw in enumerate(data):
         try:
-            rows.append(_deepeyes_row(raw, i, system_prompt))
+            row = _deepeyes_row(raw, i, system_prompt)
+            _unique(row["idx"], i, seen)
+            rows.append(row)
         except _RowError as e:
-            where = f"{path}, row {i}"
+            extra = raw.get("extra_info") if isinstance(raw, dict) else None
+            index = extra.get("index", i) if isinstance(extra, dict) else i
+            where = f"{path}, row {i} (idx {raw.get('data_source', 'deepeyes')}-{index})"
             if not skip_bad:
                 raise DataError(f"{where}: {e}. Fix the row, or pass skip_bad to skip bad rows.") from None
             report.skipped[e.reason] += 1
@@ -230,24 +296,30 @@ def _deepeyes_row(raw: dict, i: int, system_prompt) -> dict:
     blob = images[0].get("bytes") if isinstance(images[0], dict) else None
     if not blob:
         raise _RowError("missing image", "the image has no bytes")
-    try:
+    try:  # a full decode: `verify` passes a truncated image that fails later, inside training's dataloader
         with Image.open(io.BytesIO(blob)) as im:
-            im.verify()
-    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+            im.load()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise _RowError("unreadable image", f"cannot decode the image bytes: {e}") from None
     extra = raw.get("extra_info") or {}
     reward = raw.get("reward_model") or {}
+    if not isinstance(extra, dict) or not isinstance(reward, dict):
+        raise _RowError("bad field type", "extra_info and reward_model must be objects")
     answer = reward.get("ground_truth", extra.get("answer"))
     if answer is None:
         raise _RowError("missing field", "no reward_model.ground_truth and no extra_info.answer")
+    if isinstance(answer, bool) or not isinstance(answer, (str, int, float)) or not str(answer).strip():
+        raise _RowError("bad field type", f"the ground truth must be text or a number, got {answer!r:.60}")
     question = extra.get("question")
-    if not question:
-        turns = [m for m in (raw.get("prompt") or []) if m.get("role") == "user"]
-        if not turns:
-            raise _RowError("missing field", "no extra_info.question and no user turn in prompt")
+    if question is None:
+        turns = [m for m in (raw.get("prompt") or []) if isinstance(m, dict) and m.get("role") == "user"]
+        if not turns or not isinstance(turns[-1].get("content"), str):
+            raise _RowError("missing field", "no extra_info.question and no user turn with text in prompt")
         question = turns[-1]["content"].replace("<image>", "").strip()
+    if not isinstance(question, str) or not question.strip():
+        raise _RowError("bad field type", f"the question must be non-empty text, got {question!r:.60}")
     answer = str(answer)
-    gt_box = extra.get("gt_box")
+    gt_box = _box_field(extra.get("gt_box"))
     return {
         "idx": f"{raw.get('data_source', 'deepeyes')}-{extra.get('index', i)}",
         "prompt": conversation(question, system_prompt),
@@ -256,6 +328,6 @@ def _deepeyes_row(raw: dict, i: int, system_prompt) -> dict:
         "answer": answer,
         "steps": "",
         "is_mcq": len(answer.strip()) == 1 and answer.strip().upper() in "ABCDEF",
-        "gt_box": [float(v) for v in gt_box] if gt_box is not None else None,
+        "gt_box": gt_box,
         "source": str(raw.get("data_source", "deepeyes")),
     }

@@ -1,11 +1,16 @@
-"""DriveLMM-o1 scoring rules (DESIGN.md section 7), reproduced from the official evaluation script.
+"""DriveLMM-o1 scoring rules (`docs/evaluation.md`), as the official evaluation script applies them.
 
-`official_mcq_letter` follows the official extraction exactly, quirks included; `strict_mcq_letter` reads
-our protocol's `<answer>` instead. Both are reported, side by side.
+Two readings of every figure are reported side by side:
+- official-equivalent: what the official script would print from the same judge answers, quirks included
+  (a row whose judge call failed is dropped from both figures; a missing Overall Score adds 0; a row where
+  neither the ground truth nor the response yields a letter counts as correct);
+- ours: every row counts, judge failures are counted and named, and a missing letter on either side is wrong.
+`strict_mcq_letter` reads our protocol's `<answer>` instead of the official markers.
 """
 
 from __future__ import annotations
 
+import ast
 import re
 
 from omnidrive_r1.protocol import ANSWER_RE, mcq_letter
@@ -53,6 +58,56 @@ def official_mcq_letter(response: str) -> str | None:
     if "none of the " in text.lower():
         return "F"
     return None
+
+
+def official_truth_letter(final_answer: str) -> str | None:
+    """The ground truth's letter as the official script reads it: the option pattern applied directly to
+    `final_answer` (no marker step), "none of the" -> F, otherwise no letter.
+
+    >>> official_truth_letter("B) Slow down."), official_truth_letter("b) green"), official_truth_letter("None of the above.")
+    ('B', None, 'F')
+    """
+    match = _OPTION.search(final_answer)
+    if match:
+        return match.group(1)
+    if "none of the " in final_answer.lower():
+        return "F"
+    return None
+
+
+def official_mcq_correct(truth: str | None, letter: str | None) -> bool:
+    """The official comparison: two missing letters compare equal ('none' == 'none')."""
+    return truth == letter
+
+
+def our_mcq_correct(truth: str | None, letter: str | None) -> bool:
+    """Ours: a row where either side has no letter is wrong."""
+    return truth is not None and truth == letter
+
+
+def official_reply_scores(reply: str | None) -> dict | None:
+    """A judge reply read as the official script reads it (`ast.literal_eval` of the raw text); None when that
+    fails, which drops the row from the official figures."""
+    if reply is None:
+        return None
+    try:
+        value = ast.literal_eval(reply)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def official_reasoning_score(replies: list[dict]) -> float | None:
+    """sum(Overall Score) / (rows * 10) * 100 over the rows the official script keeps: a missing or non-numeric
+    Overall Score adds 0 and the row still counts; a score given on another scale is added as it is."""
+    if not replies:
+        return None
+    total = 0.0
+    for scores in replies:
+        value = scores.get(OVERALL)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value == value:
+            total += float(value)
+    return total / (len(replies) * 10) * 100
 
 
 def strict_mcq_letter(response: str) -> str | None:

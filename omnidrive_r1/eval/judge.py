@@ -1,13 +1,22 @@
 """The 12-metric reasoning judge over any OpenAI-compatible chat-completions endpoint.
 
-Our own prompt (same metrics and 1-10 bands as the official one) or a prompt file the user passes; strict
-JSON-schema output when the server accepts it; bounded concurrency; retries with exponential backoff on
-HTTP errors, timeouts and malformed JSON. A row that still fails is returned as a failure with its reason:
-never dropped. The API key comes from an environment variable and is never logged.
+Two request layouts (`docs/evaluation.md`):
+- `ours` (the default): the project's own prompt (same metrics and 1-10 bands as the official one) and a
+  user message that labels the reference steps and answer;
+- `official`: the DriveLMM-o1 request byte for byte (system prompt, one text block `Question: ...\nGround
+  Truth: ...\nLLM Response: ...`, model, temperature, max tokens, response schema), for numbers that stand
+  next to the published ones. The official system prompt is the authors' writing and is not shipped: it is
+  read from the user's own copy of the official `evaluation_script.py` (`--official-script`).
+
+Strict JSON-schema output when the server accepts it; bounded concurrency; retries with exponential backoff
+on HTTP errors, timeouts and malformed JSON. A row that still fails is returned as a failure with its reason:
+never dropped. Every raw reply is kept, so the official-equivalent figures can be computed from the same
+answers. The API key comes from an environment variable and is never logged.
 """
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import random
@@ -16,7 +25,9 @@ import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
+from omnidrive_r1.errors import UserError
 from omnidrive_r1.eval.drivelmm import METRICS, OVERALL
 
 JUDGE_PROMPT = """You grade the reasoning of a driving assistant about a multi-camera driving scene.
@@ -40,7 +51,7 @@ Bands: 1-2 wrong or absent, 3-4 poor, 5-6 partly right, 7-8 mostly right, 9-10 f
 "Overall Score" is the mean of the twelve. Reply with one JSON object holding these 13 keys and numbers."""
 
 RESPONSE_SCHEMA = {
-    "name": "drivelmm_judgment",
+    "name": "EvaluationScores",  # the official script's name for the schema
     "strict": True,
     "schema": {
         "type": "object",
@@ -51,12 +62,40 @@ RESPONSE_SCHEMA = {
 }
 
 
+OFFICIAL_MODEL = "gpt-4o-mini"
+
+
+def official_system_prompt(script: str | Path) -> str:
+    """The system prompt of the user's copy of the official `evaluation_script.py` (the string assigned to
+    `system_prompt`), read without running the script."""
+    path = Path(script)
+    if not path.is_file():
+        raise UserError(f"--official-script: {path} not found; point it at your copy of the official DriveLMM-o1 "
+                        "evaluation/evaluation_script.py")
+    try:
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+    except SyntaxError as e:
+        raise UserError(f"--official-script: {path} is not a Python file ({e})") from None
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "system_prompt" for t in node.targets)
+                and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)):
+            return node.value.value
+    raise UserError(f"--official-script: {path} assigns no string to `system_prompt`; is it the official "
+                    "DriveLMM-o1 evaluation_script.py?")
+
+
+def official_ground_truth(steps: str, final_answer: str) -> str:
+    return "**Step-by-Step Reasoning**: " + steps + " **Final Answer**: " + final_answer
+
+
 @dataclass
 class JudgeConfig:
     url: str  # base URL, e.g. http://127.0.0.1:8000/v1 (…/chat/completions is appended)
     model: str
     api_key_env: str = "OPENAI_API_KEY"
     prompt: str = JUDGE_PROMPT
+    layout: str = "ours"  # or "official": the official user message (set by `official`)
+    prompt_source: str = "the project's prompt"  # what summary.md says judged the run
     temperature: float = 0.0
     max_tokens: int = 500
     json_schema: bool = True
@@ -65,6 +104,18 @@ class JudgeConfig:
     backoff: float = 1.0  # seconds before the first retry, doubled each time, with jitter
     concurrency: int = 8
 
+    @classmethod
+    def official(cls, script: str | Path, url: str, model: str = OFFICIAL_MODEL, **kwargs) -> JudgeConfig:
+        """The official request: its system prompt (read from `script`), layout and settings."""
+        return cls(url=url, model=model, prompt=official_system_prompt(script), layout="official",
+                   prompt_source=f"the official system prompt, read from {script}", temperature=0.0,
+                   max_tokens=500, json_schema=True, **kwargs)
+
+    def identity(self) -> dict:
+        """What decides a judge's answers (a re-run with another identity judges again)."""
+        return {"url": self.url, "model": self.model, "layout": self.layout, "prompt": self.prompt,
+                "temperature": self.temperature, "max_tokens": self.max_tokens, "json_schema": self.json_schema}
+
 
 @dataclass
 class Judgment:
@@ -72,6 +123,7 @@ class Judgment:
     scores: dict | None  # the 12 metrics and Overall Score, when the judge answered
     error: str | None = None
     attempts: int = 0
+    reply: str | None = None  # the judge's raw reply (the official figures parse it their own way)
 
 
 class JudgeError(Exception):
@@ -80,10 +132,23 @@ class JudgeError(Exception):
         self.retry = retry
 
 
-def judge_messages(prompt: str, question: str, steps: str, final_answer: str, response: str) -> list[dict]:
+def judge_messages(config: JudgeConfig, question: str, steps: str, final_answer: str, response: str) -> list[dict]:
+    if config.layout == "official":
+        text = f"Question: {question}\nGround Truth: {official_ground_truth(steps, final_answer)}\nLLM Response: {response}"
+        return [{"role": "system", "content": config.prompt},
+                {"role": "user", "content": [{"type": "text", "text": text}]}]
     user = (f"Question:\n{question}\n\nReference steps:\n{steps}\n\nReference final answer:\n{final_answer}\n\n"
             f"Assistant response:\n{response}")
-    return [{"role": "system", "content": prompt}, {"role": "user", "content": user}]
+    return [{"role": "system", "content": config.prompt}, {"role": "user", "content": user}]
+
+
+def request_body(config: JudgeConfig, messages: list[dict], with_schema: bool) -> dict:
+    """The chat-completions body, keys in the order the official script passes them."""
+    body = {"model": config.model, "messages": messages}
+    if with_schema:
+        body["response_format"] = {"type": "json_schema", "json_schema": RESPONSE_SCHEMA}
+    body.update(max_tokens=config.max_tokens, temperature=config.temperature)
+    return body
 
 
 def parse_scores(text: str) -> dict:
@@ -117,9 +182,7 @@ class Judge:
 
     def _post(self, messages: list[dict]) -> str:
         c = self.config
-        body = {"model": c.model, "messages": messages, "temperature": c.temperature, "max_tokens": c.max_tokens}
-        if self._schema_ok:
-            body["response_format"] = {"type": "json_schema", "json_schema": RESPONSE_SCHEMA}
+        body = request_body(c, messages, self._schema_ok)
         headers = {"Content-Type": "application/json"}
         key = os.environ.get(c.api_key_env)
         if key:
@@ -144,19 +207,21 @@ class Judge:
             raise JudgeError("the reply has no choices[0].message.content") from None
 
     def judge_one(self, idx: str, question: str, steps: str, final_answer: str, response: str) -> Judgment:
-        messages = judge_messages(self.config.prompt, question, steps, final_answer, response)
-        error = None
+        messages = judge_messages(self.config, question, steps, final_answer, response)
+        error, reply = None, None
         for attempt in range(1, self.config.retries + 2):
+            reply = None
             try:
-                return Judgment(idx, parse_scores(self._post(messages)), attempts=attempt)
+                reply = self._post(messages)
+                return Judgment(idx, parse_scores(reply), attempts=attempt, reply=reply)
             except JudgeError as e:
                 error = str(e)
                 if not e.retry:
-                    return Judgment(idx, None, error, attempt)
+                    return Judgment(idx, None, error, attempt, reply)
             if attempt <= self.config.retries:
                 delay = self.config.backoff * 2 ** (attempt - 1)
                 time.sleep(delay * (0.5 + random.random() / 2))
-        return Judgment(idx, None, error, self.config.retries + 1)
+        return Judgment(idx, None, error, self.config.retries + 1, reply)
 
     def judge_many(self, items: list[dict], on_done=None) -> list[Judgment]:
         """Judge rows (`idx, question, steps, final_answer, response`) `concurrency` at a time; `on_done` is

@@ -25,7 +25,6 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-from omnidrive_r1.data.loaders import DRIVELMM_MCQ_QNUMS as MCQ_QNUMS  # noqa: F401 (re-exported)
 from omnidrive_r1.data.stitch import CAMERAS, cell_origin
 
 LIGHT_COLORS = {"red": (235, 40, 35), "yellow": (245, 200, 30), "green": (40, 220, 90)}
@@ -404,3 +403,12 @@ def _write_parquet(path: Path, rows: list[dict]):
 
     path.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(pa.Table.from_pylist(rows), path, compression="zstd")
+
+
+def ensure_toydrive(out: str | Path, frames: int = 16, seed: int = 0) -> Path:
+    """`out`, with toydrive generated there first if it holds none."""
+    out = Path(out)
+    if not (out / "drivelmm" / "test.json").exists():
+        print(f"generating toydrive into {out} ({frames} frames, seed {seed})")
+        generate(out, frames=frames, seed=seed)
+    return out

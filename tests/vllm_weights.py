@@ -1,4 +1,4 @@
-"""What vLLM's Qwen2.5-VL should hold, computed from a transformers state dict (for checking weight sync).
+"""What vLLM's Qwen2.5-VL should hold, computed from a transformers state dict (test helper for weight sync).
 
 vLLM fuses projections (q/k/v -> qkv_proj, gate/up -> gate_up_proj), drops transformers' `model.` prefix
 of the language model and pads the vocabulary; `expected_vllm_tensor` undoes that for one vLLM name.
@@ -31,11 +31,23 @@ def expected_vllm_tensor(vllm_name: str, hf_state: dict[str, torch.Tensor]) -> t
     raise KeyError(f"no transformers weight for vLLM parameter {vllm_name!r}")
 
 
+def kernel_weight(module, dtype) -> torch.Tensor:
+    """What a linear layer really multiplies by, recovered from an identity. On CPUs with AVX-512 or AMX, vLLM
+    hands linear layers to packed GEMM kernels that keep their own copy and empty `layer.weight`."""
+    eye = torch.eye(module.input_size_per_partition, dtype=dtype)
+    return module.cpu_linear(eye, None, None).t().float()
+
+
 def max_weight_gap(vllm_model, hf_state: dict[str, torch.Tensor]) -> dict[str, float]:
     """Largest absolute difference per vLLM parameter (vocabulary padding ignored)."""
     gaps = {}
+    modules = dict(vllm_model.named_modules())
     for name, param in vllm_model.named_parameters():
         want = expected_vllm_tensor(name, hf_state).to(param.device, torch.float32)
-        have = param.detach().float()[: want.shape[0]]
+        module = modules.get(name.rsplit(".", 1)[0])
+        if param.numel() == 0 and hasattr(module, "cpu_linear"):  # the packed path: read the kernel instead
+            have = kernel_weight(module, param.dtype)
+        else:
+            have = param.detach().float()[: want.shape[0]]
         gaps[name] = float((have - want).abs().max()) if have.shape == want.shape else float("inf")
     return gaps

@@ -12,14 +12,11 @@ gives the same weights and the same tokenizer.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 from omnidrive_r1 import templates
+from omnidrive_r1.cache import build_atomically, cache_root, content_key
 
 # Qwen2.5-VL's added tokens, in the order (and so with the relative ids) the real tokenizer has them.
 QWEN_SPECIAL_TOKENS = [
@@ -74,40 +71,12 @@ _BUILD_VERSION = "2"  # bump when the build recipe changes, so old caches are no
 TINY_WARMUP_STEPS = 250
 
 
-def cache_root() -> Path:
-    """Where built models and stitched frames live (`OMNIDRIVE_CACHE`, default ~/.cache/omnidrive-r1)."""
-    return Path(os.environ.get("OMNIDRIVE_CACHE", Path.home() / ".cache" / "omnidrive-r1"))
-
-
-def _key(*parts) -> str:
-    blob = json.dumps(parts, sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:12]
-
-
-def _build_atomically(target: Path, build) -> Path:
-    """Run `build(tmp_dir)` and move the result into place, so a killed build never leaves half a model."""
-    if (target / ".complete").exists():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=target.parent))
-    try:
-        build(tmp)
-        (tmp / ".complete").write_text("ok\n")
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return target
-
-
 def tokenizer_corpus(seed: int = 0, frames: int = 256) -> list[str]:
     """Text the tiny tokenizer learns its merges from: toydrive questions, answers and protocol words."""
     import random
 
-    from omnidrive_r1.data.toydrive import corpus_lines
     from omnidrive_r1.prompts import SYSTEM_PROMPT
+    from omnidrive_r1.toy.toydrive import corpus_lines
 
     return [SYSTEM_PROMPT, *corpus_lines(seed=seed, frames=frames), *protocol_texts(random.Random(seed), 64)]
 
@@ -196,8 +165,8 @@ def tiny_policy_config(tokenizer, **overrides):
 def protocol_texts(rng, n: int) -> list[str]:
     """Chat-formatted trajectories in the iMCoT protocol, built from toydrive questions, with one image
     placeholder per image (the processor expands it)."""
-    from omnidrive_r1.data.toydrive import questions, sample_frame
     from omnidrive_r1.prompts import SYSTEM_PROMPT
+    from omnidrive_r1.toy.toydrive import questions, sample_frame
 
     def image():
         return "<|vision_start|><|image_pad|><|vision_end|>"
@@ -281,7 +250,7 @@ def build_tiny_policy(seed: int = 0, out_dir: str | Path | None = None, warmup_s
     The directory loads with `Qwen2_5_VLForConditionalGeneration.from_pretrained` and
     `AutoProcessor.from_pretrained`, exactly like a downloaded checkpoint.
     """
-    key = _key(_BUILD_VERSION, TINY_POLICY_CONFIG, TINY_TOKENIZER_VOCAB, overrides, seed, warmup_steps,
+    key = content_key(_BUILD_VERSION, TINY_POLICY_CONFIG, TINY_TOKENIZER_VOCAB, overrides, seed, warmup_steps,
                templates.QWEN2_5_VL_TOOLS)
     target = Path(out_dir) if out_dir else cache_root() / "models" / f"tiny-qwen2.5-vl-s{seed}-{key}"
 
@@ -304,7 +273,7 @@ def build_tiny_policy(seed: int = 0, out_dir: str | Path | None = None, warmup_s
         model.save_pretrained(tmp)
         processor.save_pretrained(tmp)
 
-    return _build_atomically(target, build)
+    return build_atomically(target, build)
 
 
 def build_tiny_clip(seed: int = 0, out_dir: str | Path | None = None) -> Path:
@@ -314,7 +283,7 @@ def build_tiny_clip(seed: int = 0, out_dir: str | Path | None = None) -> Path:
     open_clip checkpoint on the hub, so it loads with `load_tiny_clip(dir)` or, with the config
     registered, `open_clip.create_model_and_transforms(TINY_CLIP_NAME, pretrained=<file>)`.
     """
-    key = _key(_BUILD_VERSION, TINY_CLIP_CONFIG, seed)
+    key = content_key(_BUILD_VERSION, TINY_CLIP_CONFIG, seed)
     target = Path(out_dir) if out_dir else cache_root() / "models" / f"tiny-clip-s{seed}-{key}"
 
     def build(tmp: Path):
@@ -331,7 +300,7 @@ def build_tiny_clip(seed: int = 0, out_dir: str | Path | None = None) -> Path:
         model = open_clip.create_model(TINY_CLIP_NAME, pretrained=None)
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, tmp / "open_clip_model.safetensors")
 
-    return _build_atomically(target, build)
+    return build_atomically(target, build)
 
 
 def load_tiny_clip(clip_dir: str | Path, device: str = "cpu"):
