@@ -2,7 +2,8 @@
 
 GRPOConfig and ModelConfig fields sit flat at the top level of the file; our own sections are the fields
 of `RecipeArguments` (data, tools, rewards, image resolution, where to start from). `parse_recipe` applies
-`key=value` overrides (dotted keys reach into sections: `data.limit=8`, `rewards.2.weight=0.3`) and parses
+`key=value` overrides (dotted keys reach into sections: `data.limit=8`, `rewards.2.weight=0.3`; one past the end of a list
+appends: `rewards.3={path: my_reward.py:fn}`) and parses
 the result with TRL's `TrlParser`, so every field is type-checked the way TRL scripts do.
 """
 
@@ -60,8 +61,14 @@ def _set_dotted(config: dict, key: str, value):
             raise RecipeError(f"override {key}: {'.'.join(parts[:i + 1])} is not a section")
         node = nxt
     last = parts[-1]
-    if isinstance(node, list):
-        node[int(last)] = value
+    if isinstance(node, list):  # an index one past the end appends: rewards.3={path: my.py:fn} adds a reward
+        if not last.isdigit():
+            raise RecipeError(f"override {key}: {'.'.join(parts[:-1])} is a list, index it by number")
+        index = int(last)
+        if not 0 <= index <= len(node):
+            raise RecipeError(f"override {key}: {'.'.join(parts[:-1])} has {len(node)} entries; use an index "
+                              f"from 0 to {len(node)} ({len(node)} appends)")
+        node[index:index + 1] = [value]
     else:
         node[last] = value
 
@@ -93,11 +100,16 @@ def load_recipe_dict(path: str | Path, overrides: list[str] = ()) -> dict:
     return config
 
 
-def parse_recipe(path: str | Path, overrides: list[str] = ()):
-    """(RecipeArguments, GRPOConfig, ModelConfig) from a recipe file plus `key=value` overrides."""
+def parse_recipe(path: str | Path, overrides: list[str] = (), plan_only: bool = False):
+    """(RecipeArguments, GRPOConfig, ModelConfig) from a recipe file plus `key=value` overrides.
+
+    `plan_only` reads a GPU recipe on any machine (for `--plan`): no GPU check, precision flags parsed as on a CPU.
+    """
     from trl import GRPOConfig, ModelConfig, TrlParser
 
     config = load_recipe_dict(path, overrides)
+    if plan_only:
+        config.update(require_gpu=False, bf16=False, fp16=False, use_cpu=True)
     if config.get("require_gpu"):
         import torch
 

@@ -17,7 +17,7 @@ PANELS = [
     ("reward (total and per term)", [("total", "reward"), ("*", "rewards/")]),
     ("answer accuracy", [("accuracy", "rewards/answer_accuracy/mean")]),
     ("tool use", [("call rate", "tools/call_rate"), ("failure rate", "tools/failure_rate"),
-                  ("crops / rollout", "tools/crops_per_rollout")]),
+                  ("replies dropped (budget)", "tools/dropped_replies"), ("crops / rollout", "tools/crops_per_rollout")]),
     ("crop area (fraction of image)", [("crop area", "tools/crop_area_frac")]),
     ("KL and entropy", [("kl", "kl"), ("entropy", "entropy")]),
     ("step time (s)", [("step time", "step_time")]),

@@ -115,8 +115,11 @@ class HFEngine:
         flat = [im for per_text in images for im in per_text]
         inputs = self.processor(text=texts, images=flat or None, return_tensors="pt", padding=True,
                                 padding_side="left").to(self.model.device)
+        from omnidrive_r1.vision import vision_token_ids
+
         out = self.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=do_sample,
-                                  temperature=temperature if do_sample else None)
+                                  temperature=temperature if do_sample else None,
+                                  suppress_tokens=vision_token_ids(self.model.config))  # as in training
         new = out[:, inputs["input_ids"].shape[1]:].tolist()
         prompts = [ids[mask.bool()].tolist() for ids, mask in zip(inputs["input_ids"], inputs["attention_mask"])]
         return list(zip(prompts, new))
@@ -135,11 +138,16 @@ class VLLMEngine:
         self.llm = LLM(model=str(model_dir), limit_mm_per_prompt={"image": max_images}, seed=seed,
                        mm_processor_kwargs={"min_pixels": size["shortest_edge"], "max_pixels": size["longest_edge"]},
                        **llm_kwargs)
+        from omnidrive_r1.vision import vision_token_ids
+
+        config = self.llm.llm_engine.model_config.hf_config
+        self.banned = {t: -100.0 for t in vision_token_ids(config)}  # as in training
 
     def generate(self, texts, images, max_new_tokens, do_sample=False, temperature=1.0):
         from vllm import SamplingParams
 
-        params = SamplingParams(max_tokens=max_new_tokens, temperature=temperature if do_sample else 0.0)
+        params = SamplingParams(max_tokens=max_new_tokens, temperature=temperature if do_sample else 0.0,
+                                logit_bias=self.banned or None)
         requests = [{"prompt": t, "multi_modal_data": {"image": list(ims)}} if ims else {"prompt": t}
                     for t, ims in zip(texts, images)]
         outputs = self.llm.generate(requests, params, use_tqdm=False)
@@ -207,6 +215,9 @@ def rollout(engine, processor, rows: list[dict], settings: RolloutSettings, *, t
                 r.drop_last_tool_reply()
                 continue
             ids = ids[:budget - used]
+            if not ids:  # the tool reply filled the budget exactly: nothing left to generate
+                r.truncated = True
+                continue
             end = next((j + 1 for j, t in enumerate(ids) if t in eos), None)
             message = parse_response(tokenizer, ids[:end], prefix=prefix, tools=schema)
             r.messages.append(message)

@@ -34,6 +34,13 @@ def check_recipe(recipe: RecipeArguments, grpo, model_args) -> None:
     if grpo.use_vllm and importlib.util.find_spec("vllm") is None:
         raise RecipeError("use_vllm: true, but vllm is not installed: on a GPU machine pip install "
                           "'omnidrive-r1[vllm]', or set use_vllm=false")
+    if grpo.use_vllm and grpo.vllm_mode == "server":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise RecipeError("vllm_mode: server moves the trained weights to the vLLM server over NCCL, which needs a "
+                              "CUDA GPU on the trainer, and none is visible. On this machine use vllm_mode=colocate; "
+                              "on GPUs see docs/multinode.md for the server's command")
     if recipe.init_from and not (Path(recipe.init_from) / "config.json").exists():
         raise RecipeError(f"init_from: {recipe.init_from} holds no model. Stage 2 starts from stage 1's final model: "
                           "run `make stage1` first, or set init_from=PATH")
@@ -45,9 +52,35 @@ def check_recipe(recipe: RecipeArguments, grpo, model_args) -> None:
     if positions and grpo.max_completion_length >= positions:
         raise RecipeError(f"max_completion_length: {grpo.max_completion_length} does not fit the model's "
                           f"{positions} positions (prompt and image tokens come on top)")
+    from omnidrive_r1.tools import environment_factory
+
+    environment_factory(zoom_tool_specs(recipe))  # a misspelt tool or option is named before the budget is judged
+    check_zoom_budget(recipe, grpo)
     path = recipe.data["path"]
     if not Path(path).exists() and not recipe.data.get("toydrive"):
         raise RecipeError(f"data.path: {path} not found (set data.path to your {recipe.data['kind']} file)")
+
+
+TURN_TEXT_TOKENS = 104  # a generous bound on the text of a zoom: the call, the reply's words and the answer turn
+
+
+def check_zoom_budget(recipe: RecipeArguments, grpo) -> None:
+    """A completion budget that cannot hold one zoom reply makes every zoom fail silently: TRL takes the reply
+    back, the rollout ends without an answer, and the policy learns not to zoom (measured: docs/toy.md)."""
+    for spec in recipe.tools:
+        spec = {"name": spec} if isinstance(spec, str) else spec
+        if spec.get("name") != "zoom_in":
+            continue
+        crop_pixels = min(spec.get("max_crop_pixels") or recipe.image_max_pixels, recipe.image_max_pixels)
+        need = -(-crop_pixels // (28 * 28)) + TURN_TEXT_TOKENS
+        if grpo.max_completion_length < need:
+            raise RecipeError(
+                f"max_completion_length: {grpo.max_completion_length} cannot hold one zoom: a crop may take "
+                f"{-(-crop_pixels // 784)} image tokens (image_max_pixels {recipe.image_max_pixels}"
+                f"{', max_crop_pixels ' + str(spec['max_crop_pixels']) if spec.get('max_crop_pixels') else ''}) "
+                f"plus about {TURN_TEXT_TOKENS} tokens of text, and TRL takes back a tool reply that does not fit, "
+                f"so the policy learns not to zoom. Raise max_completion_length to at least {need}, or bound the "
+                "crop with max_crop_pixels on the zoom tool (docs/troubleshooting.md)")
 
 
 def zoom_tool_specs(recipe: RecipeArguments) -> list[dict]:
@@ -205,6 +238,12 @@ def train(recipe_path: str | Path, overrides: list[str] = ()) -> Path:
 
     with state.main_process_first():  # generating toydrive, stitching frames: once, on the main process first
         dataset = load_data(recipe, grpo.output_dir)
+    need = grpo.per_device_train_batch_size * state.num_processes * grpo.gradient_accumulation_steps
+    if len(dataset) * grpo.num_generations < need:  # TRL's sampler yields whole batches only: no step at all
+        raise RecipeError(f"data: {len(dataset)} rows cannot fill one step of {need // grpo.num_generations} prompts "
+                          f"(per_device_train_batch_size {grpo.per_device_train_batch_size} x {state.num_processes} "
+                          f"processes x gradient_accumulation_steps {grpo.gradient_accumulation_steps} / "
+                          f"num_generations {grpo.num_generations}): add rows or lower the batch size")
     model, processor = load_policy(recipe, model_args, Path(grpo.output_dir) / "vllm_model" if grpo.use_vllm else None,
                                    state.main_process_first)
     trainer = ToolGRPOTrainer(

@@ -19,8 +19,51 @@ from omnidrive_r1.checkpoints import STAGING, load_model_weights, publish
 from omnidrive_r1.protocol import messages_text
 from omnidrive_r1.rewards import RewardError
 from omnidrive_r1.tools import annotate, batch_metrics
+from omnidrive_r1.vision import vision_token_ids
 
 log = logging.getLogger(__name__)
+
+# What our patches reach into beyond the public API of the TRL and transformers versions pyproject.toml pins:
+# (owner, attribute, the patch that needs it). A release that renames one of them must fail loudly, here.
+PRIVATE_API = [
+    ("transformers.Trainer", "_load_from_checkpoint", "resume restores the weights whatever their key layout"),
+    ("transformers.Trainer", "_save_checkpoint", "checkpoints are staged under .partial/ and published whole"),
+    ("transformers.Trainer", "_get_output_dir", "checkpoints are staged under .partial/ and published whole"),
+    ("transformers.Trainer", "_run_epoch", "a run resumed at max_steps trains no further step"),
+    ("trl.GRPOTrainer", "_calculate_rewards", "tool-use metrics, call context and the non-finite reward guard"),
+    ("trl.GRPOTrainer", "_log_metric", "tool-use metrics and skipped reward groups reach the logs"),
+    ("trl.GRPOTrainer", "log", "completions are logged as text (wandb refuses mixed image/text rows)"),
+    ("trl.generation.vllm_generation.VLLMGeneration", "_place_features", "server mode: the image-token check"),
+    ("trl.generation.vllm_generation.VLLMGeneration", "_iter_named_params", "vLLM weight sync on CPU"),
+]
+# set by GRPOTrainer.__init__, checked on the instance
+PRIVATE_INSTANCE_API = [
+    ("_is_vlm", "one image placeholder per image for vLLM"),
+    ("_image_pad_token_id", "one image placeholder per image for vLLM"),
+    ("_logs", "completions are logged as text"),
+    ("environments", "tool-use metrics and call context"),
+]
+
+
+def check_private_api(instance=None) -> None:
+    """Raise naming the patch when an attribute it relies on is missing from the installed TRL/transformers."""
+    import importlib
+
+    missing = []
+    for owner, attr, patch in PRIVATE_API:
+        module, _, name = owner.rpartition(".")
+        if not hasattr(getattr(importlib.import_module(module), name), attr):
+            missing.append(f"{owner}.{attr} (needed by: {patch})")
+    if instance is not None:
+        missing += [f"GRPOTrainer instance attribute {attr} (needed by: {patch})"
+                    for attr, patch in PRIVATE_INSTANCE_API if not hasattr(instance, attr)]
+    if missing:
+        import transformers
+        import trl
+
+        raise RuntimeError(f"trl {trl.__version__} / transformers {transformers.__version__} lack what "
+                           f"omnidrive-r1's trainer patches use: {'; '.join(missing)}. Install the versions "
+                           "pyproject.toml pins, or update omnidrive_r1/trainer.py")
 
 
 def vllm_runs_on_cpu() -> bool:
@@ -76,6 +119,33 @@ def generate_with_unexpanded_images(real_generate, pad: int, prompts, images, nu
     return prompts, completion_ids, logprobs, token_ids
 
 
+def image_token_runs(ids: list[int], pad: int) -> list[int]:
+    """Lengths of the runs of image tokens in `ids`, in order."""
+    runs, n = [], 0
+    for t in [*ids, None]:
+        if t == pad:
+            n += 1
+        elif n:
+            runs.append(n)
+            n = 0
+    return runs
+
+
+def check_server_features(place_features, pad: int, features, prompt_ids):
+    """Server mode: TRL moves the server's image features to the image tokens of the trainer's prompt but keeps
+    their lengths; a server that resizes images otherwise would pair features and tokens that do not match.
+    Compare each image's token count on both sides first, as the colocated path does."""
+    if features is not None:
+        served = [p["length"] for p in features["mm_placeholders"]["image"]]
+        trained = image_token_runs(list(prompt_ids), pad)
+        if served != trained:
+            raise RuntimeError(
+                f"the vLLM server expands the images to {served} image tokens where the trainer has {trained}: start "
+                "the server on a model directory whose processor has the recipe's image_min_pixels / "
+                "image_max_pixels (docs/multinode.md)")
+    return place_features(features, prompt_ids)
+
+
 class ToolGRPOTrainer(GRPOTrainer):
     """Args (besides GRPOTrainer's):
         on_bad_reward: "skip" leaves every group with a non-finite reward out of the update (its rewards are
@@ -86,7 +156,9 @@ class ToolGRPOTrainer(GRPOTrainer):
         if on_bad_reward not in ("skip", "stop"):
             raise ValueError(f"on_bad_reward must be 'skip' or 'stop', got {on_bad_reward!r}")
         self.on_bad_reward = on_bad_reward
+        check_private_api()
         super().__init__(*args, **kwargs)
+        check_private_api(self)
         if self.use_vllm and self.vllm_mode == "colocate":
             generation = self.vllm_generation
             if vllm_runs_on_cpu():
@@ -95,6 +167,18 @@ class ToolGRPOTrainer(GRPOTrainer):
             if self._is_vlm:
                 generation.generate = functools.partial(generate_with_unexpanded_images, generation.generate,
                                                         self._image_pad_token_id)
+        if self.use_vllm and self._is_vlm:
+            # TRL's transformers path suppresses the image token; its vLLM path does not, and one sampled image
+            # token makes the training forward fail ("Image features and image tokens do not match", seen with
+            # the tiny policy). vLLM clamps a bias to -100, which leaves such a token a chance below 1e-40.
+            generation = self.vllm_generation
+            banned = {t: -100.0 for t in vision_token_ids(self.model.config)}
+            generation.generation_kwargs = {**generation.generation_kwargs,
+                                            "logit_bias": {**banned, **generation.generation_kwargs.get("logit_bias", {})}}
+        if self.use_vllm and self.vllm_mode == "server" and self._is_vlm:
+            generation = self.vllm_generation
+            generation._place_features = functools.partial(check_server_features, generation._place_features,
+                                                           self._image_pad_token_id)
 
     def log(self, logs, start_time=None):
         # TRL logs prompts and completions as message lists; with image blocks ({"type": "image"}) next to text

@@ -1,4 +1,4 @@
-"""The coordinate contract (DESIGN.md section 4), in one place.
+"""The coordinate contract (`docs/coordinates.md`), in one place.
 
 The policy sees an image of size (w, h) after `smart_resize` -> (w', h') and writes `bbox_2d` in absolute
 pixels of that resized image. `zoom_box` turns such a box into a box of the original image:
@@ -109,3 +109,9 @@ def zoom_crop(image: Image.Image, bbox_2d, *, min_pixels: int, max_pixels: int, 
     box = zoom_box(image.size, bbox_2d, min_pixels=min_pixels, max_pixels=max_pixels, min_side=min_side,
                    max_aspect=max_aspect)
     return image.crop(box)
+
+
+def vision_token_ids(config) -> list[int]:
+    """The placeholder tokens of images and videos, which only the processor may write."""
+    return [t for t in (getattr(config, "image_token_id", None), getattr(config, "video_token_id", None))
+            if t is not None]

@@ -2,6 +2,7 @@
 offline under the cache (`OMNIDRIVE_TEST_CACHE` picks another folder)."""
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -45,5 +46,18 @@ def toydrive_dir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_models(tiny_policy_dir, tiny_clip_dir):
-    """Recipe overrides that train the tiny models instead of building the toy preset's own."""
-    return ["toy={}", f"model_name_or_path={tiny_policy_dir}", f"rewards.2.model_name=local-dir:{tiny_clip_dir}"]
+    """Recipe overrides that train the tiny models instead of building the toy preset's own. The random tiny
+    policy earns none of the built-in rewards, so a small arbitrary reward is added (tests/odd_ids_reward.py):
+    without rewards that differ within a group there is no gradient, and a trained model could not be told
+    from the initial one."""
+    odd = Path(__file__).parent / "odd_ids_reward.py"
+    return ["toy={}", f"model_name_or_path={tiny_policy_dir}", f"rewards.2.model_name=local-dir:{tiny_clip_dir}",
+            f"rewards.3={{path: '{odd}:odd_ids', weight: 0.1}}"]
+
+
+@pytest.fixture(scope="session")
+def tiny_processor_dir(_offline_cache):
+    """Tokenizer, image processor and chat template only: for tests that need no model."""
+    from omnidrive_r1.toy.tiny import build_tiny_processor_dir
+
+    return build_tiny_processor_dir(seed=0)

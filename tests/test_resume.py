@@ -15,7 +15,6 @@ import torch
 from transformers import AutoModelForImageTextToText
 
 from omnidrive_r1.checkpoints import STAGING, CheckpointError, last_complete_checkpoint, load_model_weights
-from omnidrive_r1.config import RecipeError
 from omnidrive_r1.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,7 +27,7 @@ def args(toydrive_dir, tiny_models):
     def make(out, *extra):
         return [*tiny_models, f"data.path={toydrive_dir / 'deepeyes/train.parquet'}", f"data.toydrive.out={toydrive_dir}",
                 "per_device_train_batch_size=4", "save_steps=2", "save_total_limit=5", "lr_scheduler_type=linear",
-                "warmup_steps=0", "report_to=[]", "max_steps=5", f"output_dir={out}", *extra]
+                "warmup_steps=0", "learning_rate=5e-5", "report_to=[]", "max_steps=5", f"output_dir={out}", *extra]
     return make
 
 
@@ -61,6 +60,7 @@ sys.exit(main(sys.argv[1:]))
 def reference_run(args, tmp_path_factory):
     out = tmp_path_factory.mktemp("reference") / "run"
     train(TOY1, args(out))
+    assert all(s["grad_norm"] > 0 for s in _steps(out))  # every step moves the weights: resume has something to lose
     return out
 
 
@@ -117,7 +117,7 @@ def test_a_run_killed_while_saving_resumes_from_the_last_complete_checkpoint(ref
     (legacy / "trainer_state.json").unlink()
     assert [s["step"] for s in _steps(out)] == [1, 2, 3, 4]
 
-    with pytest.raises(RecipeError, match="already holds a run"):  # no silent mixing of two runs
+    with pytest.raises(CheckpointError, match="already holds a run"):  # no silent mixing of two runs
         train(TOY1, args(out))
     proc = subprocess.run([sys.executable, "-m", "omnidrive_r1.cli", "train", str(TOY1),
                            *args(out, "resume_from_checkpoint=true")],

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from omnidrive_r1.config import RecipeError, load_recipe_dict, parse_recipe
 from omnidrive_r1.train import check_recipe, train
@@ -135,8 +136,10 @@ def test_toy_stage1_then_stage2_leave_the_promised_outputs(toydrive_dir, tiny_po
 
     model.generate = first_turn_zooms
     ds, _ = load_drivelmm(toydrive_dir / "drivelmm" / "test.json", progress=False, limit=2)
-    settings = RolloutSettings.of_model(final2)  # as the stage-2 recipe trained it: two tool turns, 128 tokens
-    assert settings.max_turns == 2 and settings.max_completion_length == 128
+    settings = RolloutSettings.of_model(final2)  # as the stage-2 recipe trained it
+    recipe2 = yaml.safe_load(TOY2.read_text())
+    assert settings.max_turns == recipe2["max_tool_calling_iterations"]
+    assert settings.max_completion_length == recipe2["max_completion_length"]
     assert settings.tools[0]["max_tool_calls"] == 2 and settings.tools[0]["max_pixels"] == TINY_MAX_PIXELS
     settings.max_turns = 1
     rollouts = rollout(HFEngine(model, processor), processor, [ds[0], ds[1]], settings)
@@ -162,6 +165,7 @@ def test_two_grpo_steps_under_deepspeed_on_two_cpu_processes(zero, toydrive_dir,
     proc = _launch([str(accelerate), "launch", "--config_file", f"recipes/accelerate/{zero}.yaml",
                     "--num_processes", "2", "--mixed_precision", "no", "-m", "omnidrive_r1.cli", "train",
                     str(TOY1), *_data_overrides(toydrive_dir), *tiny, "max_steps=2", "save_strategy=no",
+                    "per_device_train_batch_size=4",
                     f"output_dir={out}"], timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert f"DEEPSPEED ZeRO-{zero[-1]}, 2 processes" in proc.stdout
@@ -177,3 +181,80 @@ def test_two_grpo_steps_under_deepspeed_on_two_cpu_processes(zero, toydrive_dir,
     start = AutoModelForImageTextToText.from_pretrained(tiny_policy_dir).state_dict()
     assert all(trained[k].shape == start[k].shape for k in start)  # ZeRO-3 gathered full weights
     assert any(not torch.equal(trained[k], start[k]) for k in start)
+
+
+def test_the_private_api_our_patches_use_is_there_and_its_absence_is_named(monkeypatch):
+    import transformers
+
+    from omnidrive_r1.trainer import check_private_api
+
+    check_private_api()
+    monkeypatch.delattr(transformers.Trainer, "_run_epoch")
+    with pytest.raises(RuntimeError, match=r"transformers.Trainer._run_epoch \(needed by: a run resumed at max_steps"):
+        check_private_api()
+
+
+@pytest.mark.parametrize("override, message", [
+    ("per_device_train_batch_size=-4", "per_device_train_batch_size: -4 is out of range"),
+    ("learning_rate=-1e-4", "learning_rate: -0.0001 is out of range"),
+    ("max_completion_length=-5", "max_completion_length: -5 is out of range"),
+    ("max_steps=0", "max_steps: 0 trains nothing"),
+    ("data.limit=-2", "data.limit: -2 is out of range"),
+    ("data.limt=5", r"data: unknown key\(s\) \['limt'\]"),
+    ("on_bad_reward=ignore", "on_bad_reward: 'ignore'"),
+    ("temperature=0", "temperature: 0 is out of range"),
+    ("max_completion_length=9000", "max_completion_length: 9000 does not fit the model's 8192 positions"),
+])
+def test_bad_numbers_are_refused_before_any_model_loads(override, message, tiny, toydrive_dir, tmp_path, monkeypatch):
+    import omnidrive_r1.train as train_mod
+
+    monkeypatch.setattr(train_mod, "load_policy", lambda *a, **k: pytest.fail("model loaded before the check"))
+    with pytest.raises(RecipeError, match=message):
+        train(TOY1, [*_data_overrides(toydrive_dir), *tiny, override, f"output_dir={tmp_path}"])
+
+
+def test_a_misspelt_tool_option_fails_before_the_model_loads(tiny, toydrive_dir, tmp_path, monkeypatch):
+    import omnidrive_r1.train as train_mod
+    from omnidrive_r1.plugins import PluginError
+
+    monkeypatch.setattr(train_mod, "load_policy", lambda *a, **k: pytest.fail("model loaded before the check"))
+    with pytest.raises(PluginError, match="takes no option"):
+        train(TOY1, [*_data_overrides(toydrive_dir), *tiny, "tools=[{name: zoom_in, max_tool_call: 2}]",
+                     f"output_dir={tmp_path}"])
+
+
+NAN_REWARD = "def nan_for_first(prompts, completions, **kwargs):\n    return [float('nan')] + [1.0] * (len(completions) - 1)\n"
+
+
+@pytest.mark.slow
+def test_a_nan_reward_never_reaches_the_weights(tiny, toydrive_dir, tmp_path, caplog):
+    plugin = tmp_path / "bad.py"
+    plugin.write_text(NAN_REWARD)
+    common = [*_data_overrides(toydrive_dir), *tiny, "max_steps=2", "per_device_train_batch_size=4",
+              "save_strategy=no", "report_to=[]",
+              f"rewards=[{{path: '{plugin}:nan_for_first', weight: 1.0}}, {{name: format, weight: 0.5}}]"]
+    with caplog.at_level("WARNING", logger="omnidrive_r1.trainer"):
+        final = train(TOY1, [*common, f"output_dir={tmp_path / 'skip'}"])
+    assert "reward 'nan_for_first' returned nan for sample 0" in caplog.text
+    rows = [json.loads(line) for line in (tmp_path / "skip" / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in rows if "loss" in r]
+    assert all(r["rewards/skipped_groups"] == 1.0 for r in steps)  # one group per step (4 completions = 1 prompt)
+    assert all(torch.isfinite(torch.tensor(r["loss"])) for r in steps)
+    from transformers import AutoModelForImageTextToText
+
+    weights = AutoModelForImageTextToText.from_pretrained(final).state_dict()
+    assert all(torch.isfinite(w).all() for w in weights.values())
+    from omnidrive_r1.rewards import RewardError
+
+    with pytest.raises(RewardError, match="on_bad_reward is 'stop'"):
+        train(TOY1, [*common, "on_bad_reward=stop", f"output_dir={tmp_path / 'stop'}"])
+
+
+def test_a_budget_that_cannot_hold_one_zoom_is_refused(tiny):
+    """The cause of the tool-use collapse measured on the old toy recipe: 128 tokens, crops up to 160 tokens."""
+    recipe, grpo, model = parse_recipe(TOY1, [*tiny, "max_completion_length=128", "tools=[{name: zoom_in}]"])
+    with pytest.raises(RecipeError, match="cannot hold one zoom: a crop may take 160 image tokens"):
+        check_recipe(recipe, grpo, model)
+    recipe, grpo, model = parse_recipe(TOY1, [*tiny, "max_completion_length=128",
+                                              "tools=[{name: zoom_in, max_crop_pixels: 12544}]"])
+    check_recipe(recipe, grpo, model)  # a crop of at most 16 tokens fits

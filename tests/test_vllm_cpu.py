@@ -67,7 +67,7 @@ def _toy_trainer(trainer_cls, toydrive_dir, tiny_models, tmp_path, callbacks=())
     from omnidrive_r1.config import parse_recipe
     from omnidrive_r1.rewards import build_rewards
     from omnidrive_r1.tools import environment_factory
-    from omnidrive_r1.train import load_data, load_policy
+    from omnidrive_r1.train import load_data, load_policy, zoom_tool_specs
 
     recipe, grpo, model_args = parse_recipe(
         "recipes/toy/stage1.yaml",
@@ -86,12 +86,11 @@ def _toy_trainer(trainer_cls, toydrive_dir, tiny_models, tmp_path, callbacks=())
     return trainer_cls(
         model=model, reward_funcs=[spread, funcs[0]], args=grpo, train_dataset=load_data(recipe, tmp_path),
         processing_class=processor, callbacks=list(callbacks),
-        environment_factory=environment_factory([{"name": "zoom_in", "min_pixels": recipe.image_min_pixels,
-                                                  "max_pixels": recipe.image_max_pixels, "max_tool_calls": 2}]))
+        environment_factory=environment_factory(zoom_tool_specs(recipe)))  # the recipe's tool, crop bound included
 
 
 def test_trl_weight_sync_breaks_on_packed_cpu_kernels(packed_cpu_kernels, toydrive_dir, tiny_models, tmp_path):
-    """The failure recorded in DESIGN.md section 8, reproduced: TRL's per-tensor load_weights meets the
+    """The failure described in docs/vllm.md, reproduced: TRL's per-tensor load_weights meets the
     emptied Parameter that vLLM's CPU backend leaves behind."""
     from trl import GRPOTrainer
 

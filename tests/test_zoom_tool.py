@@ -169,3 +169,34 @@ def test_reasoning_is_attached_from_the_completion_messages():
 def test_bad_tool_options_fail_when_the_recipe_is_read(spec, message):
     with pytest.raises(PluginError, match=message):
         environment_factory([spec])
+
+
+def test_max_crop_pixels_bounds_a_reply_and_nested_zooms_still_land_on_the_original():
+    frame = Image.new("RGB", (2400, 900), (90, 90, 90))
+    frame.paste((255, 0, 0), (1500, 300, 1510, 310))  # a marker
+    env = ZoomInTool(min_pixels=6272, max_pixels=125440, max_crop_pixels=12544)
+    env.reset(image=frame)
+    out = env.image_zoom_in_tool(bbox_2d=[280, 40, 420, 120], label="area")  # 600 x 367 original pixels
+    crop = out[0]["image"]
+    left, top, right, bottom = env.calls[0].box
+    assert crop.width * crop.height <= 12544 and (left, top) == (1200, 183) and right - left == 600
+    # zoom into the shrunk crop around where the marker shows in it: the box maps back to the original
+    from omnidrive_r1.vision import model_size
+
+    mw, mh = model_size(*crop.size, min_pixels=6272, max_pixels=125440)
+    mx, my = (1505 - left) / (right - left) * mw, (305 - top) / (bottom - top) * mh
+    env.image_zoom_in_tool(bbox_2d=[mx - 10, my - 10, mx + 10, my + 10], label="marker", image_index=1)
+    x1, y1, x2, y2 = env.calls[1].box
+    assert x1 <= 1500 and 1510 <= x2 and y1 <= 300 and 310 <= y2, env.calls[1].box
+    second = env.calls[1].crop  # shrunk too: look the marker up at its scale
+    assert second.getpixel(((1505 - x1) * second.width // (x2 - x1), (305 - y1) * second.height // (y2 - y1)))[0] > 200
+
+
+def test_replies_taken_back_for_budget_are_counted():
+    from omnidrive_r1.tools.zoom_in import metrics
+
+    env = _env()
+    env.image_zoom_in_tool(bbox_2d=[0, 0, 50, 50], label="a")
+    call = {"type": "function", "function": {"name": TOOL_NAME, "arguments": {"bbox_2d": [0, 0, 50, 50], "label": "a"}}}
+    annotate(env, [{"role": "assistant", "content": "<think>x</think>", "tool_calls": [call]}])  # no reply: dropped
+    assert env.dropped_replies == 1 and metrics([env])["tools/dropped_replies"] == 1.0

@@ -1,5 +1,5 @@
 """The zoom-in tool: the policy names a box in an image it sees, and gets that region of the original,
-full-resolution image back as a new image (DESIGN.md sections 3 and 4).
+full-resolution image back as a new image (`docs/protocol.md`, `docs/coordinates.md`).
 
 Used as TRL's `environment_factory` (through `omnidrive_r1.tools.environment_factory`): one instance per
 rollout, `reset(**row)` before each. Every call is recorded in `calls`, valid or not; a bad call never
@@ -8,6 +8,7 @@ raises out of the rollout, it answers with an error text and is counted in `fail
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
@@ -43,7 +44,8 @@ class ZoomCall:
 class _Seen:
     root: Image.Image  # the original image this one was cut from (itself for dataset images)
     offset: tuple[int, int]  # top-left of this image inside root
-    size: tuple[int, int]
+    size: tuple[int, int]  # the region of root it covers
+    shown: tuple[int, int]  # the size of the image the policy was given (smaller when a crop was shrunk)
 
 
 class ZoomInTool:
@@ -55,10 +57,13 @@ class ZoomInTool:
         max_tool_calls: calls allowed per trajectory; later calls get an error text.
         max_images: images allowed per trajectory, the dataset's included.
         max_aspect: longest/shortest side allowed for a box.
+        max_crop_pixels: a crop larger than this is shrunk (aspect kept) before it goes back: it bounds the image
+            tokens a reply costs, so a zoom always fits the completion budget (see `docs/troubleshooting.md`).
     """
 
     def __init__(self, min_pixels: int = 3136, max_pixels: int = 1003520, min_side: int = 28,
-                 max_tool_calls: int = 4, max_images: int | None = None, max_aspect: float = MAX_ASPECT):
+                 max_tool_calls: int = 4, max_images: int | None = None, max_aspect: float = MAX_ASPECT,
+                 max_crop_pixels: int | None = None):
         if min_pixels <= 0 or max_pixels < min_pixels:
             raise ValueError(f"need 0 < min_pixels <= max_pixels, got {min_pixels}, {max_pixels}")
         if max_tool_calls < 0 or min_side < 1:
@@ -67,16 +72,21 @@ class ZoomInTool:
         self.max_tool_calls = max_tool_calls
         self.max_images = max_images if max_images is not None else 1 + max_tool_calls
         self.max_aspect = max_aspect
+        if max_crop_pixels is not None and max_crop_pixels < min_pixels:
+            raise ValueError(f"max_crop_pixels {max_crop_pixels} is below min_pixels {min_pixels}")
+        self.max_crop_pixels = max_crop_pixels
         self.images: list[_Seen] = []
         self.calls: list[ZoomCall] = []
         self.failures: Counter = Counter()
+        self.dropped_replies = 0  # replies TRL took back because they did not fit the completion budget
 
     def reset(self, **row) -> None:
         """Keep the row's original image(s); the prompt needs no extra text."""
         images = row.get("images") or ([row["image"]] if row.get("image") is not None else [])
-        self.images = [_Seen(im, (0, 0), im.size) for im in images]
+        self.images = [_Seen(im, (0, 0), im.size, im.size) for im in images]
         self.calls = []
         self.failures = Counter()
+        self.dropped_replies = 0
         return None
 
     @lenient
@@ -105,15 +115,20 @@ class ZoomInTool:
             return self._fail("bad_label", f"label must be a string, got {type(label).__name__}", args)
         seen = self.images[image_index]
         try:
-            left, top, right, bottom = zoom_box(seen.size, bbox_2d, min_pixels=self.min_pixels,
+            left, top, right, bottom = zoom_box(seen.shown, bbox_2d, min_pixels=self.min_pixels,
                                                 max_pixels=self.max_pixels, min_side=self.min_side,
                                                 max_aspect=self.max_aspect)
         except ZoomError as e:
             return self._fail(e.reason, str(e), args)
-        ox, oy = seen.offset
-        box = (left + ox, top + oy, right + ox, bottom + oy)
+        (ox, oy), fx, fy = seen.offset, seen.size[0] / seen.shown[0], seen.size[1] / seen.shown[1]
+        box = (ox + math.floor(left * fx), oy + math.floor(top * fy),
+               ox + min(seen.size[0], math.ceil(right * fx)), oy + min(seen.size[1], math.ceil(bottom * fy)))
         crop = seen.root.crop(box)
-        self.images.append(_Seen(seen.root, (box[0], box[1]), crop.size))
+        if self.max_crop_pixels and crop.width * crop.height > self.max_crop_pixels:
+            scale = (self.max_crop_pixels / (crop.width * crop.height)) ** 0.5
+            crop = crop.resize((max(1, int(crop.width * scale)), max(1, int(crop.height * scale))),
+                               Image.Resampling.BICUBIC)
+        self.images.append(_Seen(seen.root, (box[0], box[1]), (box[2] - box[0], box[3] - box[1]), crop.size))
         self.calls.append(ZoomCall(args, True, label=label, image_index=image_index, box=box, crop=crop,
                                    source_size=seen.root.size))
         new_index = len(self.images) - 1
@@ -137,8 +152,12 @@ def annotate(tool: ZoomInTool, completion: list[dict]) -> None:
     """Record in each call the assistant text written before it (the environment sees only arguments).
 
     The k-th zoom tool call in the messages whose arguments reached the tool (a dict) is the k-th record.
-    Called by the trainer and the rollout loop once a trajectory is complete.
+    Called by the trainer and the rollout loop once a trajectory is complete. Also counts the calls whose reply
+    is not in the completion: TRL takes a reply back when it would not fit `max_completion_length`, and the
+    rollout then ends without an answer (the tool-use collapse of `docs/troubleshooting.md`).
     """
+    replies = sum(1 for m in completion if m.get("role") == "tool" and m.get("name", TOOL_NAME) == TOOL_NAME)
+    tool.dropped_replies = max(0, len(tool.calls) - replies)
     texts = []
     for message in completion:
         if message.get("role") != "assistant":
@@ -168,6 +187,7 @@ def metrics(tools: list[ZoomInTool]) -> dict[str, float]:
         "tools/crops_per_rollout": len(ok) / n,
         "tools/images_per_rollout": sum(len(t.images) for t in tools) / n,
         "tools/failure_rate": (len(calls) - len(ok)) / len(calls) if calls else 0.0,
+        "tools/dropped_replies": sum(t.dropped_replies for t in tools) / len(calls) if calls else 0.0,
         "tools/crop_area_frac": (sum((c.box[2] - c.box[0]) * (c.box[3] - c.box[1])
                                      / (c.source_size[0] * c.source_size[1]) for c in ok) / len(ok)) if ok else 0.0,
     }
