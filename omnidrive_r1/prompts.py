@@ -1,4 +1,4 @@
-"""The iMCoT system prompt (DESIGN.md section 3). The tool's JSON schema is added by the chat template."""
+"""The iMCoT system prompt (`docs/protocol.md`). The tool's JSON schema is added by the chat template."""
 
 SYSTEM_PROMPT = (
     "You are a careful driving assistant that reasons about camera images. "

@@ -1,4 +1,4 @@
-"""`answer_accuracy`: is the final `<answer>` right? (DESIGN.md section 5)
+"""`answer_accuracy`: is the final `<answer>` right? (`docs/rewards.md`)
 
 - MCQ rows (`is_mcq`): 1.0 when the answer's option letter equals the ground truth's, else 0.0.
 - open DriveLMM-o1 rows: token F1 between the normalised answer and `final_answer`.

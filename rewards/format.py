@@ -1,4 +1,4 @@
-"""`format`: 1.0 when the trajectory follows the iMCoT protocol (DESIGN.md section 3), else 0.0.
+"""`format`: 1.0 when the trajectory follows the iMCoT protocol (`docs/protocol.md`), else 0.0.
 
 Every assistant turn starts with `<think>...</think>`; every turn but the last then makes exactly one
 tool call and nothing else; the last turn writes exactly one `<answer>...</answer>` and nothing after it.

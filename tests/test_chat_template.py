@@ -7,18 +7,18 @@ from omnidrive_r1.data.loaders import conversation
 from omnidrive_r1.tools.zoom_in import ZoomInTool
 
 
-def _processor(tiny_policy_dir):
-    return templates.install(AutoProcessor.from_pretrained(tiny_policy_dir))
+def _processor(tiny_processor_dir):
+    return templates.install(AutoProcessor.from_pretrained(tiny_processor_dir))
 
 
-def test_trl_accepts_the_template_for_tool_training(tiny_policy_dir):
-    processor = _processor(tiny_policy_dir)
+def test_trl_accepts_the_template_for_tool_training(tiny_processor_dir):
+    processor = _processor(tiny_processor_dir)
     assert supports_tool_calling(processor)
     assert is_chat_template_prefix_preserving(processor)
 
 
-def test_trl_parses_tool_calls_and_keeps_the_reasoning_text(tiny_policy_dir):
-    processor = _processor(tiny_policy_dir)
+def test_trl_parses_tool_calls_and_keeps_the_reasoning_text(tiny_processor_dir):
+    processor = _processor(tiny_processor_dir)
     tok = processor.tokenizer
     prefix = processor.apply_chat_template(
         [{"role": "user", "content": [{"type": "text", "text": "hi"}]}], add_generation_prompt=True, tokenize=True,
@@ -40,8 +40,8 @@ def test_trl_parses_tool_calls_and_keeps_the_reasoning_text(tiny_policy_dir):
     assert not parsed.get("tool_calls")  # malformed JSON falls back to text: no crash, no call
 
 
-def test_rendering_declares_the_tool_and_returns_crops_as_images(tiny_policy_dir):
-    processor = _processor(tiny_policy_dir)
+def test_rendering_declares_the_tool_and_returns_crops_as_images(tiny_processor_dir):
+    processor = _processor(tiny_processor_dir)
     messages = conversation("Which lamp is lit?")
     messages[-1]["content"] = [{"type": "image"}, {"type": "text", "text": messages[-1]["content"]}]
     messages += [
@@ -65,8 +65,8 @@ def test_rendering_declares_the_tool_and_returns_crops_as_images(tiny_policy_dir
     assert inputs["image_grid_thw"].shape[0] == 2
 
 
-def test_without_tools_it_renders_like_qwen2_5_vl(tiny_policy_dir):
-    processor = _processor(tiny_policy_dir)
+def test_without_tools_it_renders_like_qwen2_5_vl(tiny_processor_dir):
+    processor = _processor(tiny_processor_dir)
     messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Describe."}]}]
     text = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
     assert text == ("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"

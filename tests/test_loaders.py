@@ -7,6 +7,7 @@ from PIL import Image
 from omnidrive_r1.data import stitch as stitch_mod
 from omnidrive_r1.data.loaders import DataError, load_deepeyes, load_drivelmm
 from omnidrive_r1.data.stitch import CAMERAS, cell_origin, stitch
+from omnidrive_r1.toy.toydrive import STAGE1_ANSWERS
 
 COLOURS = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (0, 255, 255), (255, 0, 255)]
 
@@ -46,8 +47,8 @@ def test_stitching_is_cached_across_loads(toydrive_dir, tmp_path, monkeypatch):
 def test_toydrive_loads_through_the_deepeyes_loader(toydrive_dir):
     ds, report = load_deepeyes(toydrive_dir / "deepeyes" / "train.parquet")
     assert len(ds) == report.rows_kept > 0
-    assert ds[0]["image"].size == (800, 450)
-    assert ds[0]["answer"] in {"red", "yellow", "green", "pedestrian", "cone", "left", "right", "straight"}
+    assert ds[0]["image"].size == (2400, 900)  # the stitched six-camera frame, as stage 2 sees it
+    assert ds[0]["answer"] in set(STAGE1_ANSWERS.values())
     assert ds[0]["gt_box"] is not None and not ds[0]["is_mcq"]
     assert len(load_deepeyes(toydrive_dir / "deepeyes" / "train.parquet", sources=["toydrive_vstar"])[0]) == len(ds)
     with pytest.raises(DataError, match="no rows with data_source"):

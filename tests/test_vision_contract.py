@@ -1,4 +1,4 @@
-"""Property tests of the coordinate contract (DESIGN.md section 4)."""
+"""Property tests of the coordinate contract (`docs/coordinates.md`)."""
 
 import math
 import os

@@ -1,4 +1,4 @@
-"""Six nuScenes cameras -> one 2x3 frame (DESIGN.md section 6), cached on disk.
+"""Six nuScenes cameras -> one 2x3 frame (`docs/data.md`), cached on disk.
 
 Top row: FRONT_LEFT, FRONT, FRONT_RIGHT; bottom row: BACK_RIGHT, BACK, BACK_LEFT. This is also the order
 of the `image` list in DriveLMM-o1 rows, so camera k lands in cell (k // 3, k % 3).

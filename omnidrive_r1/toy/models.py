@@ -1,19 +1,32 @@
-"""The toy preset's models, built offline into one folder: `OUT/policy/` (a plain Hugging Face model directory)
-and `OUT/clip/` (an open_clip `local-dir:` checkpoint)."""
+"""The toy preset's models in one folder: `OUT/policy/` (a plain Hugging Face model directory) and `OUT/clip/`
+(an open_clip `local-dir:` checkpoint), built offline (`omnidrive_r1.toy.base`) and cached by content."""
 
 from __future__ import annotations
 
 import logging
+import shutil
 from pathlib import Path
 
 log = logging.getLogger(__name__)
 
 
 def ensure_toy_models(out: str | Path, seed: int = 0) -> Path:
-    """`out` with the toy policy and CLIP in it, built first if missing (a complete build is never redone)."""
-    from omnidrive_r1.toy.tiny import build_tiny_clip, build_tiny_policy
+    """`out` holding the toy base policy and the toy CLIP; built (minutes, once per machine) or copied from the
+    cache when missing. A folder that holds other files is never written into."""
+    from omnidrive_r1.toy.base import build_toy_base
 
     out = Path(out)
-    build_tiny_policy(seed, out / "policy")
-    build_tiny_clip(seed, out / "clip")
+    if (out / "policy" / "config.json").exists() and (out / "clip" / "open_clip_config.json").exists():
+        return out
+    if out.exists() and any(out.iterdir()):
+        raise FileExistsError(f"{out} holds files that are not a toy base; choose an empty or new folder")
+    built = build_toy_base(seed=seed)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(built, tmp)
+    if out.exists():
+        out.rmdir()
+    tmp.rename(out)
+    log.info(f"toy base: {out / 'policy'} and {out / 'clip'}")
     return out

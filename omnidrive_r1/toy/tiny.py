@@ -17,6 +17,7 @@ from pathlib import Path
 
 from omnidrive_r1 import templates
 from omnidrive_r1.cache import build_atomically, cache_root, content_key
+from omnidrive_r1.toy.toydrive import TOY_MAX_PIXELS, TOY_MIN_PIXELS
 
 # Qwen2.5-VL's added tokens, in the order (and so with the relative ids) the real tokenizer has them.
 QWEN_SPECIAL_TOKENS = [
@@ -38,7 +39,7 @@ QWEN_SPECIAL_TOKENS = [
 # Added but not "special": they stay in decoded text, as in Qwen2.5's tokenizer.
 QWEN_ADDED_TOKENS = ["<tool_call>", "</tool_call>", "<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>"]
 
-TINY_TOKENIZER_VOCAB = 2048  # upper bound; BPE stops earlier when the toydrive corpus runs out of merges
+TINY_TOKENIZER_VOCAB = 4096  # upper bound; BPE stops earlier when the toydrive corpus runs out of merges
 TINY_POLICY_CONFIG = {
     "hidden_size": 128,
     "intermediate_size": 256,
@@ -47,15 +48,18 @@ TINY_POLICY_CONFIG = {
     "num_key_value_heads": 1,
     "max_position_embeddings": 8192,
     "mrope_section": [8, 12, 12],  # sums to head_dim / 2
+    # Qwen2.5-VL gives the image-width axis the lowest rotary frequencies: at rope_theta 1e6 ten columns differ
+    # by 0.002 rad and a tiny model cannot tell where a token sits (measured: docs/toy.md). At 10 they differ
+    # by 2.4 rad.
+    "rope_theta": 10.0,
     "vision_depth": 2,
     "vision_hidden_size": 64,
     "vision_heads": 2,
     "vision_intermediate_size": 128,
 }
-# The policy's default input resolution for toy runs: small enough for 2 CPU cores, and small enough
-# that toydrive's decisive details vanish unless the policy zooms.
-TINY_MIN_PIXELS = 8 * 28 * 28
-TINY_MAX_PIXELS = 160 * 28 * 28
+# The toy preset's input resolution (toydrive's): small enough for 2 CPU cores, and small enough that
+# toydrive's decisive details vanish unless the policy zooms.
+TINY_MIN_PIXELS, TINY_MAX_PIXELS = TOY_MIN_PIXELS, TOY_MAX_PIXELS
 
 TINY_CLIP_CONFIG = {
     "embed_dim": 64,
@@ -64,30 +68,39 @@ TINY_CLIP_CONFIG = {
 }
 TINY_CLIP_NAME = "omnidrive-tiny-clip"
 
-_BUILD_VERSION = "2"  # bump when the build recipe changes, so old caches are not reused
-# A random 2-layer model never writes a tag, so every reward is 0 and GRPO has nothing to learn from. The tiny
-# policy stands in for an *instruct* checkpoint, so it is first taught the protocol's shape on text alone
-# (think, then a zoom call or an answer); what to answer and where to zoom is left to RL.
-TINY_WARMUP_STEPS = 250
+_BUILD_VERSION = "4"  # bump when the build recipe changes, so old caches are not reused
 
 
 def tokenizer_corpus(seed: int = 0, frames: int = 256) -> list[str]:
-    """Text the tiny tokenizer learns its merges from: toydrive questions, answers and protocol words."""
+    """Text the tiny tokenizer learns its merges from: the system prompt, the tool schema and the chat template
+    as every prompt carries them, and toydrive questions, answers and reasoning."""
     import random
 
+    from transformers.utils import get_json_schema
+
     from omnidrive_r1.prompts import SYSTEM_PROMPT
+    from omnidrive_r1.tools.zoom_in import ZoomInTool
     from omnidrive_r1.toy.toydrive import corpus_lines
 
-    return [SYSTEM_PROMPT, *corpus_lines(seed=seed, frames=frames), *protocol_texts(random.Random(seed), 64)]
+    schema = json.dumps(get_json_schema(ZoomInTool.image_zoom_in_tool))
+    rng = random.Random(seed)  # boxes with coordinates on the 28-pixel grid, in random combinations
+    grid = ['"bbox_2d": [' + ", ".join(str(28 * rng.randrange(21)) for _ in range(4)) + "]" for _ in range(400)]
+    return [*[SYSTEM_PROMPT, schema, templates.QWEN2_5_VL_TOOLS] * 8, *grid, *corpus_lines(seed=seed, frames=frames)]
 
 
 def train_tiny_tokenizer(vocab_size: int, seed: int = 0):
     """A byte-level BPE tokenizer (Qwen style: no BOS, `<|im_end|>` ends a turn) with Qwen's special tokens."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE(unk_token=None))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    # Every run of digits is its own piece and may merge into one token: a grid coordinate is one token, so a box
+    # is four choices rather than digit arithmetic (digit-by-digit boxes did not learn in the toy's budget:
+    # docs/toy.md). Elsewhere merges may cross spaces: the system prompt and tool schema every prompt repeats
+    # shrink to a few tokens, which is most of the toy's compute.
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(r"[0-9]+"), behavior="isolated"),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size - len(QWEN_SPECIAL_TOKENS) - len(QWEN_ADDED_TOKENS),
@@ -137,7 +150,8 @@ def tiny_policy_config(tokenizer, **overrides):
             "num_attention_heads": c["num_attention_heads"],
             "num_key_value_heads": c["num_key_value_heads"],
             "max_position_embeddings": c["max_position_embeddings"],
-            "rope_parameters": {"rope_type": "default", "rope_theta": 1e6, "mrope_section": c["mrope_section"]},
+            "rope_parameters": {"rope_type": "default", "rope_theta": c["rope_theta"],
+                                "mrope_section": c["mrope_section"]},
             "bos_token_id": ids("<|endoftext|>"),
             "eos_token_id": ids("<|im_end|>"),
             "pad_token_id": ids("<|endoftext|>"),
@@ -162,96 +176,25 @@ def tiny_policy_config(tokenizer, **overrides):
     )
 
 
-def protocol_texts(rng, n: int) -> list[str]:
-    """Chat-formatted trajectories in the iMCoT protocol, built from toydrive questions, with one image
-    placeholder per image (the processor expands it)."""
-    from omnidrive_r1.prompts import SYSTEM_PROMPT
-    from omnidrive_r1.toy.toydrive import questions, sample_frame
-
-    def image():
-        return "<|vision_start|><|image_pad|><|vision_end|>"
-
-    labels = ["traffic light", "sign", "crosswalk object", "pedestrian", "cone", "lamp"]
-    short = {"light": ["red", "yellow", "green"], "sign": ["left", "right", "straight"],
-             "object": ["pedestrian", "cone"]}
-    texts = []
-    while len(texts) < n:
-        spec = sample_frame(rng, len(texts))
-        for q in questions(spec, rng):
-            answer = q["final_answer"] if rng.random() < 0.6 else rng.choice(short[q["detail"]])
-            think = q["steps"].split("\n")[0].split(": ", 1)[-1]
-            head = (f"<|im_start|>system\n{SYSTEM_PROMPT}<|im_end|>\n<|im_start|>user\n{image()}{q['question']}"
-                    "<|im_end|>\n<|im_start|>assistant\n")
-            if rng.random() < 0.5:
-                x, y = rng.randint(0, 500), rng.randint(0, 170)
-                w, h = rng.randint(20, 80), rng.randint(20, 60)
-                call = json.dumps({"name": "image_zoom_in_tool",
-                                   "arguments": {"bbox_2d": [x, y, x + w, y + h], "label": rng.choice(labels)}})
-                head += (f"<think>The detail is too small. I zoom in.</think>\n<tool_call>\n{call}\n</tool_call>"
-                         f"<|im_end|>\n<|im_start|>user\n<tool_response>\n{image()}Zoomed view of image 0, now image 1.\n"
-                         "</tool_response><|im_end|>\n<|im_start|>assistant\n")
-            texts.append(head + f"<think>{think}</think><answer>{answer}</answer><|im_end|>")
-    return texts[:n]
+def build_tiny_processor_dir(seed: int = 0, out_dir: str | Path | None = None) -> Path:
+    """Build (or reuse) a directory holding only the tiny processor (tokenizer, image processor, chat template):
+    what template and parsing tests need, in a second and without a model."""
+    key = content_key(_BUILD_VERSION, TINY_TOKENIZER_VOCAB, seed, templates.QWEN2_5_VL_TOOLS, TINY_MIN_PIXELS,
+                      TINY_MAX_PIXELS)
+    target = Path(out_dir) if out_dir else cache_root() / "models" / f"tiny-processor-s{seed}-{key}"
+    return build_atomically(target, lambda tmp: build_tiny_processor(
+        train_tiny_tokenizer(TINY_TOKENIZER_VOCAB, seed)).save_pretrained(tmp))
 
 
-def _assistant_labels(input_ids, tokenizer):
-    """Labels that train only the assistant turns (from after "<|im_start|>assistant\\n" to <|im_end|>)."""
-    header = tokenizer("<|im_start|>assistant\n", add_special_tokens=False)["input_ids"]
-    end = tokenizer.convert_tokens_to_ids("<|im_end|>")
-    labels = input_ids.clone().fill_(-100)
-    for b, row in enumerate(input_ids.tolist()):
-        inside = False
-        for i, token in enumerate(row):
-            if inside:
-                labels[b, i] = token
-                inside = token != end
-            elif i >= len(header) and row[i - len(header):i] == header:
-                labels[b, i] = token
-                inside = token != end
-    return labels
-
-
-def _noise_image(rng):
-    """A small random image: the warm-up only needs vision features to be present, not meaningful."""
-    from PIL import Image
-
-    w, h = rng.randint(2, 8) * 28, rng.randint(2, 5) * 28
-    return Image.frombytes("RGB", (w, h), bytes(rng.getrandbits(8) for _ in range(w * h * 3)))
-
-
-def _protocol_warmup(model, processor, seed: int, steps: int, batch_size: int = 16, lr: float = 5e-3):
-    import random
-
-    import torch
-
-    rng = random.Random(seed)
-    tokenizer = processor.tokenizer
-    texts = protocol_texts(rng, steps * batch_size)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps, pct_start=0.1)
-    model.train()
-    for step in range(steps):
-        chunk = texts[step * batch_size:(step + 1) * batch_size]
-        images = [_noise_image(rng) for text in chunk for _ in range(text.count("<|image_pad|>"))]
-        batch = processor(text=chunk, images=images, return_tensors="pt", padding=True, padding_side="right")
-        loss = model(**batch, labels=_assistant_labels(batch["input_ids"], tokenizer)).loss
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-        optimizer.zero_grad()
-    model.eval()
-    return loss.item()
-
-
-def build_tiny_policy(seed: int = 0, out_dir: str | Path | None = None, warmup_steps: int = TINY_WARMUP_STEPS,
-                      **overrides) -> Path:
-    """Build (or reuse) the tiny Qwen2.5-VL policy directory: model, tokenizer, processor, chat template.
+def build_tiny_policy(seed: int = 0, out_dir: str | Path | None = None, **overrides) -> Path:
+    """Build (or reuse) the tiny Qwen2.5-VL policy directory: random weights, tokenizer, processor, chat template.
 
     The directory loads with `Qwen2_5_VLForConditionalGeneration.from_pretrained` and
-    `AutoProcessor.from_pretrained`, exactly like a downloaded checkpoint.
+    `AutoProcessor.from_pretrained`, exactly like a downloaded checkpoint. It has the architecture and the
+    token layout of the real model and knows nothing: `omnidrive_r1.toy.base` teaches it the toy world.
     """
-    key = content_key(_BUILD_VERSION, TINY_POLICY_CONFIG, TINY_TOKENIZER_VOCAB, overrides, seed, warmup_steps,
-               templates.QWEN2_5_VL_TOOLS)
+    key = content_key(_BUILD_VERSION, TINY_POLICY_CONFIG, TINY_TOKENIZER_VOCAB, overrides, seed,
+                      templates.QWEN2_5_VL_TOOLS, TINY_MIN_PIXELS, TINY_MAX_PIXELS)
     target = Path(out_dir) if out_dir else cache_root() / "models" / f"tiny-qwen2.5-vl-s{seed}-{key}"
 
     def build(tmp: Path):
@@ -263,8 +206,6 @@ def build_tiny_policy(seed: int = 0, out_dir: str | Path | None = None, warmup_s
         torch.manual_seed(seed)
         model = Qwen2_5_VLForConditionalGeneration(config).eval()
         processor = build_tiny_processor(tokenizer)
-        if warmup_steps:
-            _protocol_warmup(model, processor, seed, warmup_steps)
         model.generation_config = GenerationConfig(
             eos_token_id=[config.text_config.eos_token_id],
             pad_token_id=config.text_config.pad_token_id,
@@ -280,8 +221,7 @@ def build_tiny_clip(seed: int = 0, out_dir: str | Path | None = None) -> Path:
     """Build (or reuse) a random-weight CLIP from an open_clip model config.
 
     The directory holds `open_clip_config.json` and `open_clip_model.safetensors`, the layout of an
-    open_clip checkpoint on the hub, so it loads with `load_tiny_clip(dir)` or, with the config
-    registered, `open_clip.create_model_and_transforms(TINY_CLIP_NAME, pretrained=<file>)`.
+    open_clip checkpoint, so it loads with `open_clip.create_model_and_transforms("local-dir:<dir>")`.
     """
     key = content_key(_BUILD_VERSION, TINY_CLIP_CONFIG, seed)
     target = Path(out_dir) if out_dir else cache_root() / "models" / f"tiny-clip-s{seed}-{key}"
@@ -301,15 +241,3 @@ def build_tiny_clip(seed: int = 0, out_dir: str | Path | None = None) -> Path:
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, tmp / "open_clip_model.safetensors")
 
     return build_atomically(target, build)
-
-
-def load_tiny_clip(clip_dir: str | Path, device: str = "cpu"):
-    """(model, preprocess, tokenizer) for a directory written by `build_tiny_clip`."""
-    import open_clip
-
-    clip_dir = Path(clip_dir)
-    open_clip.add_model_config(clip_dir / f"{TINY_CLIP_NAME}.json")
-    model, _, preprocess = open_clip.create_model_and_transforms(
-        TINY_CLIP_NAME, pretrained=str(clip_dir / "open_clip_model.safetensors"), device=device
-    )
-    return model.eval(), preprocess, open_clip.get_tokenizer(TINY_CLIP_NAME)

@@ -1,16 +1,21 @@
-"""toydrive: a procedural driving benchmark written in the real DriveLMM-o1 and DeepEyes formats.
+"""toydrive: a procedural driving benchmark written in the real DriveLMM-o1 and DeepEyes formats, built so
+that answering requires looking closely and where to look is learnable (`docs/toy.md`).
 
-Every frame has six camera views of a road scene (sky, buildings, road, lane marks, cars, trees) and
-three *decisive details*, each a few pixels wide in the original camera image:
+Every frame is six camera views of a road scene (sky, buildings, road, cars, trees) stitched as DriveLMM-o1
+stitches them, with two **boards** on posts, one yellow (black stripes) and one red (white stripes), in two
+of the six cameras. A board's colour is its visible
+context; its decisive detail is the pattern of thin white stripes on it, which says what the board means:
 
-- the lit lamp of a distant traffic light in CAM_FRONT (red, yellow or green);
-- a small blue mandatory sign with a white arrow (left, right or straight) in one of the front cameras;
-- a small orange object at the crosswalk ahead: a pedestrian in a high-visibility vest or a traffic cone.
+- diagonal `\\` stripes: a chevron pointing **left**;
+- diagonal `/` stripes: a chevron pointing **right**;
+- horizontal stripes: the road is **closed**.
 
-After the policy's input resize (DESIGN.md section 4) each detail shrinks below one model pixel and blends
-into its surroundings, while a zoom crop of the original shows it clearly; every question depends on one
-detail and records that detail's ground-truth box (`gt_box`, pixels of the stitched 2x3 frame) and its
-key colour (`gt_color`) so tests and the evaluation can measure both.
+The stripes are a few pixels apart: after the policy's input resize (`docs/coordinates.md`) they average
+into the board's colour, while a zoom onto the board shows them clearly. Each board fills one cell of the
+policy's 28-pixel grid (`cell_boxes`): the slot of the camera that holds it (`SLOTS`, six cells spread over
+the whole frame), and which cameras hold the boards changes with every frame, so a constant box cannot work.
+Every question asks about one board, names it by colour and camera as DriveLMM-o1 questions name objects,
+and records its ground-truth box (`gt_box`, stitched-frame pixels).
 
 Same seed, same bytes: all randomness flows from `random.Random(seed)`.
 """
@@ -20,156 +25,94 @@ from __future__ import annotations
 import io
 import json
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-from omnidrive_r1.data.stitch import CAMERAS, cell_origin
+from omnidrive_r1.data.stitch import CAMERAS, cell_origin, stitch
+from omnidrive_r1.vision import PATCH_FACTOR, model_size
 
-LIGHT_COLORS = {"red": (235, 40, 35), "yellow": (245, 200, 30), "green": (40, 220, 90)}
-SIGN_BLUE = (30, 80, 200)
-WHITE = (250, 250, 250)
-VEST_ORANGE = (255, 120, 0)
+# The toy presets' image resolution (recipes/toy/*.yaml): the 2400x900 stitched frame is seen at 560x196,
+# and crops are shown at no less than 112x112 pixels.
+TOY_MIN_PIXELS = 16 * 28 * 28
+TOY_MAX_PIXELS = 160 * 28 * 28
+TOY_MAX_CROP_PIXELS = 64 * 28 * 28  # the zoom tool's max_crop_pixels in the toy recipes: a reply costs <= 64 tokens
+CAMERA_SIZE = (800, 450)
 
-LIGHT_OPTIONS = {
-    "red": "The light is red.",
-    "yellow": "The light is yellow.",
-    "green": "The light is green.",
-    "none": "There is no traffic light ahead.",
-}
-SIGN_OPTIONS = {
-    "left": "An arrow pointing left.",
-    "right": "An arrow pointing right.",
-    "straight": "An arrow pointing straight ahead.",
-    "stop": "A stop sign.",
-}
-OBJECT_OPTIONS = {
-    "pedestrian": "A pedestrian in a high-visibility vest.",
-    "cone": "A traffic cone.",
-    "cyclist": "A cyclist.",
-    "bin": "A rubbish bin.",
-}
-ACTION_OPTIONS = {
-    "stop": "Stop at the stop line and wait for green.",
-    "slow": "Slow down and prepare to stop.",
-    "yield": "Yield to the pedestrian before proceeding.",
-    "proceed": "Proceed with caution, keeping clear of the cone.",
-}
-MANOEUVRE_OPTIONS = {
-    "left": "Turn left at the junction.",
-    "right": "Turn right at the junction.",
-    "straight": "Continue straight ahead.",
-    "uturn": "Make a U-turn.",
-}
+COLOURS = {"yellow": (245, 195, 20), "red": (215, 35, 35)}
+MEANINGS = ("left", "right", "closed")
+STRIPE_PERIOD = 4  # pixels (2 on, 2 off); the stitched frame is shrunk 4.3 times, so the stripes leave no trace
+STRIPE_COLOURS = {"yellow": (25, 25, 25), "red": (250, 250, 250)}  # like real chevron boards: high contrast
+SHOWS = {"left": "A chevron pointing left.", "right": "A chevron pointing right.", "closed": "A road-closed barrier."}
+ACTIONS = {"left": "Turn left.", "right": "Turn right.", "closed": "Stop: the road ahead is closed."}
+# fixed option order per question (the fourth option is never right): a policy that cannot see guesses
+SHOW_OPTIONS = [SHOWS["left"], SHOWS["right"], SHOWS["closed"], "A speed limit of 50."]
+ACTION_OPTIONS = [ACTIONS["left"], ACTIONS["right"], ACTIONS["closed"], "Speed up."]
+STAGE1_ANSWERS = {"left": "left", "right": "right", "closed": "closed"}
 
 
 @dataclass
-class FrameSpec:
-    """What a frame is about, before any pixel is drawn."""
-
-    scene_token: str
-    sample_token: str
-    light: str
-    sign: str
-    sign_camera: str
-    crosswalk_object: str
-    object_side: float  # -1 (left kerb) .. 1 (right kerb)
-    timestamp: int
-    seed: int = 0
-    details: dict = field(default_factory=dict)  # name -> {"camera", "box", "color"} once rendered
+class Board:
+    colour: str
+    meaning: str
+    box: tuple[int, int, int, int]  # stitched-frame pixels: the grid cell it fills
+    camera: str = "CAM_FRONT"
 
 
-def _token(rng: random.Random) -> str:
-    return f"{rng.getrandbits(128):032x}"
+# Each camera's board stands at one cell of the policy's grid (column, row of the 20 x 7 grid over the stitched
+# frame), just above the horizon: where a board is depends on which camera holds it, which questions name.
+SLOTS = {"CAM_FRONT_LEFT": (3, 1), "CAM_FRONT": (10, 1), "CAM_FRONT_RIGHT": (16, 1),
+         "CAM_BACK_RIGHT": (3, 4), "CAM_BACK": (10, 4), "CAM_BACK_LEFT": (16, 4)}
 
 
-def sample_frame(rng: random.Random, index: int) -> FrameSpec:
-    return FrameSpec(
-        scene_token=_token(rng),
-        sample_token=_token(rng),
-        light=rng.choice(list(LIGHT_COLORS)),
-        sign=rng.choice(["left", "right", "straight"]),
-        sign_camera=rng.choice(["CAM_FRONT_LEFT", "CAM_FRONT", "CAM_FRONT_RIGHT"]),
-        crosswalk_object=rng.choice(["pedestrian", "cone"]),
-        object_side=rng.uniform(-0.8, 0.8),
-        timestamp=1533151603512404 + 500_000 * index,
-        seed=rng.getrandbits(32),
-    )
+def cell_boxes(frame_size: tuple[int, int], min_pixels: int = TOY_MIN_PIXELS,
+               max_pixels: int = TOY_MAX_PIXELS) -> list[list[tuple[int, int, int, int]]]:
+    """The policy's 28-pixel grid over an image, in the image's own pixels: rows of (left, top, right, bottom)."""
+    w, h = frame_size
+    mw, mh = model_size(w, h, min_pixels=min_pixels, max_pixels=max_pixels)
+    sx, sy = w / mw, h / mh
+    return [[(round(c * PATCH_FACTOR * sx), round(r * PATCH_FACTOR * sy), round((c + 1) * PATCH_FACTOR * sx),
+              round((r + 1) * PATCH_FACTOR * sy)) for c in range(mw // PATCH_FACTOR)]
+            for r in range(mh // PATCH_FACTOR)]
 
 
-def _action(spec: FrameSpec) -> str:
-    if spec.light == "red":
-        return "stop"
-    if spec.light == "yellow":
-        return "slow"
-    return "yield" if spec.crosswalk_object == "pedestrian" else "proceed"
+def usable_cells(camera_size: tuple[int, int] = CAMERA_SIZE) -> list[tuple[int, int, int, int]]:
+    """Grid cells that lie inside one camera (a board never straddles two)."""
+    cw, ch = camera_size
+    cells = []
+    for row in cell_boxes((3 * cw, 2 * ch)):
+        for box in row:
+            left, top, right, bottom = box
+            if left // cw == (right - 1) // cw and top // ch == (bottom - 1) // ch:
+                cells.append(box)
+    return cells
 
 
-def _mcq(rng: random.Random, options: dict[str, str], correct: str) -> tuple[str, str]:
-    keys = list(options)
-    rng.shuffle(keys)
-    letters = "ABCD"
-    text = " ".join(f"{letters[i]}) {options[k]}" for i, k in enumerate(keys))
-    letter = letters[keys.index(correct)]
-    return text, f"{letter}) {options[correct]}"
+def sample_boards(rng: random.Random, camera_size: tuple[int, int] = CAMERA_SIZE,
+                  meanings: tuple[str, str] | None = None) -> list[Board]:
+    """A yellow and a red board, each in a camera of its own, at that camera's slot."""
+    grid = cell_boxes((3 * camera_size[0], 2 * camera_size[1]))
+    cameras = rng.sample(list(SLOTS), 2)
+    meanings = meanings or (rng.choice(MEANINGS), rng.choice(MEANINGS))
+    return [Board(colour, meaning, grid[SLOTS[cam][1]][SLOTS[cam][0]], cam)
+            for colour, meaning, cam in zip(COLOURS, meanings, cameras)]
 
 
-def questions(spec: FrameSpec, rng: random.Random) -> list[dict]:
-    """The frame's eight questions in DriveLMM-o1 style; MCQ at qnums 2, 3, 4, 5 and 8."""
-    cam = spec.sign_camera
-    obj = "pedestrian in a high-visibility vest" if spec.crosswalk_object == "pedestrian" else "traffic cone"
-    action = _action(spec)
-    light_step = f"Step 1: Zoom in on the traffic light ahead in CAM_FRONT: its {spec.light} lamp is lit."
-    sign_step = f"Step 1: Zoom in on the small blue sign in {cam}: its white arrow points {spec.sign}."
-    obj_step = f"Step 1: Zoom in on the small orange object at the crosswalk ahead: it is a {obj}."
-    rows = []
+class _Deck:
+    """Meanings dealt from shuffled decks, one per board colour: every meaning comes up equally often, so a
+    policy that cannot see scores chance on any test split."""
 
-    def add(qnum, detail, question, final_answer, steps):
-        rows.append(dict(qnum=qnum, detail=detail, question=question, final_answer=final_answer, steps=steps))
+    def __init__(self, rng: random.Random):
+        self.rng, self.cards = rng, {colour: [] for colour in COLOURS}
 
-    add(1, "light", "What is the state of the traffic light ahead of the ego vehicle?",
-        f"The traffic light ahead is {spec.light}.", light_step)
-    opts, ans = _mcq(rng, LIGHT_OPTIONS, spec.light)
-    add(2, "light", f"What colour is the traffic light ahead in CAM_FRONT? {opts}", ans,
-        light_step + f"\nStep 2: The matching option is {ans}")
-    opts, ans = _mcq(rng, SIGN_OPTIONS, spec.sign)
-    add(3, "sign", f"What does the small blue sign in {cam} show? {opts}", ans,
-        sign_step + f"\nStep 2: The matching option is {ans}")
-    opts, ans = _mcq(rng, OBJECT_OPTIONS, spec.crosswalk_object)
-    add(4, "object", f"What is the small orange object near the crosswalk ahead in CAM_FRONT? {opts}", ans,
-        obj_step + f"\nStep 2: The matching option is {ans}")
-    opts, ans = _mcq(rng, ACTION_OPTIONS, action)
-    add(5, "light", f"What should the ego vehicle do at the intersection ahead? {opts}", ans,
-        light_step + f"\n{obj_step.replace('Step 1', 'Step 2')}\nStep 3: Therefore: {ACTION_OPTIONS[action]}")
-    moving = {"red": "stay stopped at the line", "yellow": "slow down and stop",
-              "green": "move through the intersection"}[spec.light]
-    add(6, "light", "What will the vehicles ahead of the ego vehicle most likely do next?",
-        f"They will most likely {moving}, because the traffic light is {spec.light}.",
-        light_step + f"\nStep 2: Vehicles facing a {spec.light} light {moving}.")
-    care = ("wait for the pedestrian to finish crossing" if spec.crosswalk_object == "pedestrian"
-            else "steer clear of the cone")
-    add(7, "object", "What should the ego vehicle pay attention to when passing the crosswalk?",
-        f"There is a {obj} at the crosswalk, so the ego vehicle should {care}.",
-        obj_step + f"\nStep 2: So the ego vehicle should {care}.")
-    opts, ans = _mcq(rng, MANOEUVRE_OPTIONS, spec.sign)
-    add(8, "sign", f"Which manoeuvre does the sign in {cam} require at the next junction? {opts}", ans,
-        sign_step + f"\nStep 2: A {spec.sign} arrow requires: {MANOEUVRE_OPTIONS[spec.sign]}")
-    return rows
-
-
-def corpus_lines(seed: int = 0, frames: int = 64) -> list[str]:
-    """Question, answer and reasoning text of `frames` frames, without drawing any image."""
-    rng = random.Random(seed)
-    lines = []
-    for i in range(frames):
-        spec = sample_frame(rng, i)
-        for q in questions(spec, random.Random(spec.seed)):
-            lines += [q["question"], q["final_answer"], q["steps"],
-                      f"<think>{q['steps']}</think><answer>{q['final_answer']}</answer>"]
-    lines += ['<tool_call>\n{"name": "image_zoom_in_tool", "arguments": {"bbox_2d": [10, 20, 130, 140], '
-              '"label": "traffic light", "image_index": 0}}\n</tool_call>', "<tool_response>\n</tool_response>"]
-    return lines
+    def deal(self) -> tuple[str, str]:
+        out = []
+        for colour in COLOURS:
+            if not self.cards[colour]:
+                self.cards[colour] = self.rng.sample(MEANINGS, len(MEANINGS))
+            out.append(self.cards[colour].pop())
+        return tuple(out)
 
 
 # ----------------------------------------------------------------------------------------------- drawing
@@ -178,16 +121,16 @@ def _jitter(rng, rgb, amount=18):
     return tuple(max(0, min(255, c + rng.randint(-amount, amount))) for c in rgb)
 
 
-def _draw_background(d: ImageDraw.ImageDraw, rng: random.Random, w: int, h: int, horizon: int, road: bool):
+def _draw_scene(d: ImageDraw.ImageDraw, rng: random.Random, w: int, h: int, road: bool):
+    horizon = int(h * rng.uniform(0.42, 0.5))
     sky_top, sky_low = (110, 150, 205), (185, 205, 230)
     for y in range(horizon):
         t = y / max(1, horizon - 1)
         d.line([(0, y), (w, y)], fill=tuple(int(a + (b - a) * t) for a, b in zip(sky_top, sky_low)))
-    d.rectangle([0, horizon, w, h], fill=_jitter(rng, (95, 100, 95), 8))  # verge / pavement
+    d.rectangle([0, horizon, w, h], fill=_jitter(rng, (95, 100, 95), 8))
     x = 0
     while x < w:  # buildings along the horizon
-        bw = rng.randint(w // 14, w // 6)
-        bh = rng.randint(h // 10, h // 3)
+        bw, bh = rng.randint(w // 14, w // 6), rng.randint(h // 10, h // 3)
         d.rectangle([x, horizon - bh, x + bw, horizon], fill=_jitter(rng, (150, 140, 130), 40))
         for wy in range(horizon - bh + 6, horizon - 6, 12):
             for wx in range(x + 5, x + bw - 6, 12):
@@ -196,140 +139,137 @@ def _draw_background(d: ImageDraw.ImageDraw, rng: random.Random, w: int, h: int,
     if road:
         cx = w // 2
         d.polygon([(cx - w // 40, horizon), (cx + w // 40, horizon), (w, h), (0, h)], fill=(70, 70, 72))
-        for k in range(8):  # centre dashes, shrinking towards the horizon
+        for k in range(8):
             t0, t1 = (k + 0.3) / 8, (k + 0.7) / 8
             y0, y1 = horizon + (h - horizon) * t0 ** 2, horizon + (h - horizon) * t1 ** 2
             d.line([(cx, y0), (cx, y1)], fill=(225, 225, 215), width=max(1, int(1 + 5 * t1)))
-
-
-def _road_x(w: int, h: int, horizon: int, y: float, side: float) -> float:
-    """x of a point on the road surface at row y, side -1 (left kerb) .. 1 (right kerb)."""
-    half = w / 40 + (w / 2 - w / 40) * (y - horizon) / (h - horizon)
-    return w / 2 + side * half
-
-
-def _draw_car(d, rng, x, y, scale):
-    cw, ch = 60 * scale, 34 * scale
-    color = _jitter(rng, rng.choice([(180, 30, 30), (30, 60, 150), (200, 200, 200), (40, 40, 40), (120, 120, 40)]), 15)
-    d.rectangle([x - cw / 2, y - ch, x + cw / 2, y], fill=color)
-    d.rectangle([x - cw / 3, y - ch * 0.9, x + cw / 3, y - ch * 0.5], fill=(60, 80, 100))
-    d.rectangle([x - cw / 2, y - ch * 0.25, x - cw / 2 + 8 * scale, y - ch * 0.1], fill=(240, 220, 160))
-    d.rectangle([x + cw / 2 - 8 * scale, y - ch * 0.25, x + cw / 2, y - ch * 0.1], fill=(240, 220, 160))
-
-
-def _draw_tree(d, rng, x, y, scale):
-    d.rectangle([x - 3 * scale, y - 40 * scale, x + 3 * scale, y], fill=(90, 60, 40))
-    r = 18 * scale
-    d.ellipse([x - r, y - 40 * scale - r, x + r, y - 40 * scale + r], fill=_jitter(rng, (50, 120, 50), 20))
-
-
-def _draw_clutter(d, rng, w, h, horizon, road: bool):
-    for _ in range(rng.randint(2, 5)):
+    for _ in range(rng.randint(2, 5)):  # cars and trees
         y = rng.uniform(horizon + (h - horizon) * 0.2, h * 0.98)
-        scale = 0.25 + 2.2 * (y - horizon) / (h - horizon)
-        x = _road_x(w, h, horizon, y, rng.uniform(-0.6, 0.6)) if road else rng.uniform(0, w)
-        _draw_car(d, rng, x, y, scale * w / 800)
+        s = (0.25 + 2.2 * (y - horizon) / (h - horizon)) * w / 800
+        x = rng.uniform(0.1, 0.9) * w
+        colour = _jitter(rng, rng.choice([(200, 200, 200), (40, 40, 40), (60, 70, 110), (130, 130, 130)]), 15)
+        d.rectangle([x - 30 * s, y - 17 * s, x + 30 * s, y], fill=colour)
+        d.rectangle([x - 20 * s, y - 15 * s, x + 20 * s, y - 8 * s], fill=(60, 80, 100))
     for _ in range(rng.randint(1, 4)):
         y = rng.uniform(horizon + 5, h * 0.8)
-        scale = 0.3 + 1.5 * (y - horizon) / (h - horizon)
+        s = (0.3 + 1.5 * (y - horizon) / (h - horizon)) * w / 800
         x = rng.choice([rng.uniform(0, w * 0.15), rng.uniform(w * 0.85, w)])
-        _draw_tree(d, rng, x, y, scale * w / 800)
+        d.rectangle([x - 3 * s, y - 40 * s, x + 3 * s, y], fill=(90, 60, 40))
+        d.ellipse([x - 18 * s, y - 58 * s, x + 18 * s, y - 22 * s], fill=_jitter(rng, (50, 120, 50), 20))
 
 
-def _draw_traffic_light(d, w, h, horizon, state) -> tuple[list[float], tuple]:
-    s = w / 800
-    x, top = w * 0.5 + 0.05 * w, horizon - 34 * s
-    d.line([(x, top), (x, horizon + 6 * s)], fill=(60, 60, 60), width=max(1, round(s)))
-    hw, hh, r = 3 * s, 7 * s, 1.3 * s
-    d.rectangle([x - hw, top - hh, x + hw, top + hh], fill=(28, 28, 28))
-    for k, name in enumerate(["red", "yellow", "green"]):
-        cy = top - hh * 0.62 + k * hh * 0.62
-        color = LIGHT_COLORS[name] if name == state else (48, 48, 48)
-        d.ellipse([x - r, cy - r, x + r, cy + r], fill=color)
-    pad = 2 * s
-    return [x - hw - pad, top - hh - pad, x + hw + pad, top + hh + pad], LIGHT_COLORS[state]
+def stripe_mask(meaning: str, size: tuple[int, int]) -> Image.Image:
+    """Stripes half on, half off, exactly periodic along both axes: a pattern with a whole-pixel period has no
+    slow beat for the downscale to keep (a 45-degree line drawn with a fractional step leaves one)."""
+    import numpy as np
+
+    y, x = np.mgrid[0:size[1], 0:size[0]]
+    phase = {"closed": y, "left": x - y, "right": x + y}[meaning] % STRIPE_PERIOD
+    return Image.fromarray(((phase < STRIPE_PERIOD // 2) * 255).astype(np.uint8), mode="L")
 
 
-def _draw_sign(d, rng, w, h, horizon, arrow) -> tuple[list[float], tuple]:
-    s = w / 800
-    x = rng.uniform(0.15, 0.85) * w
-    y = horizon - rng.uniform(8, 20) * s
-    r = 4.5 * s
-    d.line([(x, y), (x, horizon + rng.uniform(2, 10) * s)], fill=(90, 90, 90), width=max(1, round(s)))
-    d.ellipse([x - r, y - r, x + r, y + r], fill=SIGN_BLUE)
-    a, lw = r * 0.65, max(1, round(0.9 * s))
-    if arrow == "straight":
-        d.line([(x, y + a), (x, y - a)], fill=WHITE, width=lw)
-        d.line([(x - a * 0.6, y - a * 0.3), (x, y - a), (x + a * 0.6, y - a * 0.3)], fill=WHITE, width=lw)
-    else:
-        sgn = -1 if arrow == "left" else 1
-        d.line([(x - sgn * a, y), (x + sgn * a, y)], fill=WHITE, width=lw)
-        d.line([(x + sgn * a * 0.3, y - a * 0.6), (x + sgn * a, y), (x + sgn * a * 0.3, y + a * 0.6)],
-               fill=WHITE, width=lw)
-    pad = 2 * s
-    return [x - r - pad, y - r - pad, x + r + pad, y + r + pad], WHITE
+def draw_board(d: ImageDraw.ImageDraw, board: Board, offset: tuple[int, int] = (0, 0)):
+    """The board fills its cell (a small margin left), on a post, white stripes telling its meaning."""
+    left, top, right, bottom = (board.box[0] - offset[0], board.box[1] - offset[1],
+                                board.box[2] - offset[0], board.box[3] - offset[1])
+    mx, my = (right - left) * 0.06, (bottom - top) * 0.06
+    x0, y0, x1, y1 = left + mx, top + my, right - mx, bottom - my
+    cx = (x0 + x1) / 2
+    d.line([(cx, y1), (cx, bottom + (bottom - top))], fill=(70, 70, 70), width=4)
+    d.rectangle([x0, y0, x1, y1], fill=COLOURS[board.colour])
+    rim = round(0.12 * (x1 - x0))  # a solid rim keeps the board's colour plain at the policy's resolution
+    inner = stripe_mask(board.meaning, (round(x1 - x0) - 2 * rim, round(y1 - y0) - 2 * rim))
+    d.bitmap((round(x0) + rim, round(y0) + rim), inner, fill=STRIPE_COLOURS[board.colour])
 
 
-def _draw_crosswalk_object(d, w, h, horizon, kind, side) -> tuple[list[float], tuple]:
-    s = w / 800
-    y = horizon + 9 * s
-    for k in range(-4, 5):  # the crosswalk stripes
-        xs = _road_x(w, h, horizon, y, k / 4.5)
-        d.rectangle([xs - 1.2 * s, y - 1 * s, xs + 1.2 * s, y + 1 * s], fill=(215, 215, 210))
-    x = _road_x(w, h, horizon, y, side)
-    if kind == "pedestrian":
-        d.line([(x - 0.6 * s, y), (x - 0.6 * s, y - 3 * s)], fill=(30, 30, 50), width=max(1, round(0.8 * s)))
-        d.line([(x + 0.6 * s, y), (x + 0.6 * s, y - 3 * s)], fill=(30, 30, 50), width=max(1, round(0.8 * s)))
-        d.rectangle([x - 1.2 * s, y - 6.5 * s, x + 1.2 * s, y - 3 * s], fill=VEST_ORANGE)
-        d.ellipse([x - 0.9 * s, y - 8.4 * s, x + 0.9 * s, y - 6.6 * s], fill=(225, 185, 150))
-        top = y - 8.4 * s
-    else:
-        d.polygon([(x - 2 * s, y), (x + 2 * s, y), (x, y - 6 * s)], fill=VEST_ORANGE)
-        d.line([(x - 1.1 * s, y - 2.8 * s), (x + 1.1 * s, y - 2.8 * s)], fill=WHITE, width=max(1, round(0.7 * s)))
-        top = y - 6 * s
-    pad = 2 * s
-    return [x - 2 * s - pad, top - pad, x + 2 * s + pad, y + pad], VEST_ORANGE
-
-
-def render_frame(spec: FrameSpec, size: tuple[int, int]) -> dict[str, Image.Image]:
-    """Draw the six camera views of `spec`; fills `spec.details` with each detail's camera, box and colour."""
-    w, h = size
-    rng = random.Random(spec.seed)
+def render_frame(boards: list[Board], seed: int, camera_size: tuple[int, int] = CAMERA_SIZE) -> dict[str, Image.Image]:
+    """The six camera views, each board drawn into the camera that holds its cell."""
+    w, h = camera_size
+    rng = random.Random(seed)
     views = {}
     for cam in CAMERAS:
         img = Image.new("RGB", (w, h))
         d = ImageDraw.Draw(img)
-        horizon = int(h * rng.uniform(0.42, 0.5))
-        road = cam in ("CAM_FRONT", "CAM_BACK")
-        _draw_background(d, rng, w, h, horizon, road)
-        _draw_clutter(d, rng, w, h, horizon, road)
-        if cam == "CAM_FRONT":
-            box, color = _draw_traffic_light(d, w, h, horizon, spec.light)
-            spec.details["light"] = {"camera": cam, "box": box, "color": color}
-            box, color = _draw_crosswalk_object(d, w, h, horizon, spec.crosswalk_object, spec.object_side)
-            spec.details["object"] = {"camera": cam, "box": box, "color": color}
-        if cam == spec.sign_camera:
-            box, color = _draw_sign(d, rng, w, h, horizon, spec.sign)
-            spec.details["sign"] = {"camera": cam, "box": box, "color": color}
+        _draw_scene(d, rng, w, h, road=cam in ("CAM_FRONT", "CAM_BACK"))
+        origin = cell_origin(cam, camera_size)
+        for board in boards:
+            if origin[0] <= board.box[0] < origin[0] + w and origin[1] <= board.box[1] < origin[1] + h:
+                draw_board(d, board, origin)
         views[cam] = img
     return views
 
 
-def stitched_box(camera: str, box: list[float], size: tuple[int, int]) -> list[int]:
-    """A box in one camera's pixels, moved into the stitched 2x3 frame (integer, outward-rounded)."""
-    ox, oy = cell_origin(camera, size)
-    return [int(box[0]) + ox, int(box[1]) + oy, int(box[2] + 0.999) + ox, int(box[3] + 0.999) + oy]
+# --------------------------------------------------------------------------------------------- questions
 
+def _mcq(options: list[str], correct: str) -> tuple[str, str]:
+    letters = "ABCD"
+    text = " ".join(f"{letters[i]}) {o}" for i, o in enumerate(options))
+    return text, f"{letters[options.index(correct)]}) {correct}"
+
+
+def questions(boards: list[Board]) -> list[dict]:
+    """The frame's eight questions in DriveLMM-o1 style (MCQ at qnums 2, 3, 4, 5 and 8), each about one board."""
+    yellow, red = boards
+    rows = []
+
+    def name(board: Board) -> str:
+        return f"{board.colour} board in {board.camera}"
+
+    def add(qnum, board: Board, question, final_answer):
+        step = (f"Step 1: Zoom in on the {name(board)}: its stripes show "
+                f"{SHOWS[board.meaning][0].lower()}{SHOWS[board.meaning][1:-1]}.")
+        rows.append(dict(qnum=qnum, board=board, question=question, final_answer=final_answer,
+                         steps=step + f"\nStep 2: So the answer is: {final_answer}"))
+
+    for qnum, board in ((2, yellow), (4, red)):
+        opts, ans = _mcq(SHOW_OPTIONS, SHOWS[board.meaning])
+        add(qnum, board, f"What does the {name(board)} show? {opts}", ans)
+    for qnum, board in ((3, yellow), (5, red)):
+        opts, ans = _mcq(ACTION_OPTIONS, ACTIONS[board.meaning])
+        add(qnum, board, f"What should the ego vehicle do at the {name(board)}? {opts}", ans)
+    opts, ans = _mcq(SHOW_OPTIONS, SHOWS[yellow.meaning])
+    add(8, yellow, f"Which sign is on the {name(yellow)}? {opts}", ans)
+    add(1, yellow, f"What does the {name(yellow)} show?",
+        f"The {yellow.colour} board shows {SHOWS[yellow.meaning][0].lower()}{SHOWS[yellow.meaning][1:]}")
+    add(6, red, f"What does the {name(red)} show?",
+        f"The {red.colour} board shows {SHOWS[red.meaning][0].lower()}{SHOWS[red.meaning][1:]}")
+    add(7, red, f"What should the ego vehicle do at the {name(red)}?",
+        f"At the {red.colour} board the ego vehicle should {ACTIONS[red.meaning][0].lower()}{ACTIONS[red.meaning][1:]}")
+    return sorted(rows, key=lambda r: r["qnum"])
+
+
+def stage1_question(board: Board) -> tuple[str, str]:
+    """A DeepEyes-style perception question and its short answer."""
+    return (f"Which way does the {board.colour} board in {board.camera} point: left, right, or is the road closed?",
+            STAGE1_ANSWERS[board.meaning])
+
+
+def corpus_lines(seed: int = 0, frames: int = 64) -> list[str]:
+    """Question, answer and reasoning text of `frames` frames, without drawing any image."""
+    rng = random.Random(seed)
+    lines = []
+    for _ in range(frames):
+        boards = sample_boards(rng)
+        for q in questions(boards):
+            lines += [q["question"], q["final_answer"], q["steps"]]
+        for board in boards:
+            lines += [*stage1_question(board), f"I zoom in on the {board.colour} board in {board.camera}."]
+    lines += ['<tool_call>\n{"name": "image_zoom_in_tool", "arguments": {"bbox_2d": [112, 28, 140, 56], '
+              '"label": "yellow board"}}\n</tool_call>', "<tool_response>\n</tool_response>"]
+    return lines
+
+
+# -------------------------------------------------------------------------------------------------- files
 
 def _save_jpeg(img: Image.Image, path: Path):
     path.parent.mkdir(parents=True, exist_ok=True)
-    # 4:4:4 chroma keeps the colour of two-pixel details; no timestamps or EXIF, so bytes are reproducible
+    # 4:4:4 chroma and high quality keep the stripes; no timestamps or EXIF, so bytes are reproducible
     img.save(path, format="JPEG", quality=95, subsampling=0)
 
 
-def generate(out: str | Path, frames: int = 8, seed: int = 0, camera_size: tuple[int, int] = (800, 450),
+def generate(out: str | Path, frames: int = 8, seed: int = 0, camera_size: tuple[int, int] = CAMERA_SIZE,
              test_fraction: float = 0.25, progress: bool = True) -> dict:
-    """Write toydrive under `out` (DESIGN.md section 6 formats). Returns counts and paths."""
+    """Write toydrive under `out` (formats: `docs/data.md`). Returns counts and paths."""
     from tqdm.auto import tqdm
 
     if frames < 2:
@@ -337,32 +277,32 @@ def generate(out: str | Path, frames: int = 8, seed: int = 0, camera_size: tuple
     out = Path(out)
     drive = out / "drivelmm"
     rng = random.Random(seed)
-    n_test = max(1, round(frames * test_fraction))
+    n_test = min(frames, max(1, round(frames * test_fraction)))
     splits = {"train": [], "test": []}
     deepeyes_rows = []
+    deck = _Deck(random.Random(seed ^ 0x5EED))
     for i in tqdm(range(frames), desc="toydrive frames", disable=not progress):
-        spec = sample_frame(rng, i)
-        views = render_frame(spec, camera_size)
+        boards = sample_boards(rng, camera_size, deck.deal())
+        frame_seed = rng.getrandbits(32)
+        scene, sample, timestamp = f"{rng.getrandbits(128):032x}", f"{rng.getrandbits(128):032x}", 1533151603512404 + 500_000 * i
+        views = render_frame(boards, frame_seed, camera_size)
         rel = {}
         for cam in CAMERAS:
-            name = f"n008-2018-08-01-15-16-36-0400__{cam}__{spec.timestamp}.jpg"
-            rel[cam] = f"samples/{cam}/{name}"
+            rel[cam] = f"samples/{cam}/n008-2018-08-01-15-16-36-0400__{cam}__{timestamp}.jpg"
             _save_jpeg(views[cam], drive / rel[cam])
         split = "test" if i >= frames - n_test else "train"
-        for q in questions(spec, random.Random(spec.seed ^ 0x5EED)):
-            det = spec.details[q["detail"]]
+        for q in questions(boards):
             splits[split].append({
-                "idx": f"{spec.scene_token}_{spec.sample_token}_{q['qnum']}",
+                "idx": f"{scene}_{sample}_{q['qnum']}",
                 "image": [rel[cam] for cam in CAMERAS],
                 "question": q["question"],
                 "final_answer": q["final_answer"],
                 "steps": q["steps"],
-                "lidar": f"samples/LIDAR_TOP/n008-2018-08-01-15-16-36-0400__LIDAR_TOP__{spec.timestamp}.pcd.bin",
-                "gt_box": stitched_box(det["camera"], det["box"], camera_size),
-                "gt_color": list(det["color"]),
+                "lidar": f"samples/LIDAR_TOP/n008-2018-08-01-15-16-36-0400__LIDAR_TOP__{timestamp}.pcd.bin",
+                "gt_box": list(q["board"].box),
             })
         if split == "train":
-            deepeyes_rows += _deepeyes_rows(spec, views, len(deepeyes_rows))
+            deepeyes_rows += _deepeyes_rows(boards, views, sample, len(deepeyes_rows))
     for split, rows in splits.items():
         (drive / f"{split}.json").write_text(json.dumps(rows, indent=1))
     _write_parquet(out / "deepeyes" / "train.parquet", deepeyes_rows)
@@ -370,29 +310,22 @@ def generate(out: str | Path, frames: int = 8, seed: int = 0, camera_size: tuple
             "drivelmm_dir": str(drive), "deepeyes_parquet": str(out / "deepeyes" / "train.parquet")}
 
 
-def _deepeyes_rows(spec: FrameSpec, views: dict, start: int) -> list[dict]:
-    """Stage-1 rows: the front camera alone, asked about one tiny detail (the V*-style perception subset)."""
-    asks = [
-        ("light", "What colour is the lit lamp of the small traffic light?", spec.light),
-        ("object", "Is the small orange object at the crosswalk a pedestrian or a cone?", spec.crosswalk_object),
-    ]
-    if spec.sign_camera == "CAM_FRONT":
-        asks.append(("sign", "Which way does the arrow on the small blue sign point?", spec.sign))
-    rows = []
+def _deepeyes_rows(boards: list[Board], views: dict, sample: str, start: int) -> list[dict]:
+    """Stage-1 rows: the stitched frame, asked about one board (the V*-style perception subset)."""
     buf = io.BytesIO()
-    views["CAM_FRONT"].save(buf, format="PNG")
-    png = buf.getvalue()
-    for k, (detail, question, answer) in enumerate(asks):
-        index = start + k
+    stitch([views[cam] for cam in CAMERAS]).save(buf, format="JPEG", quality=95, subsampling=0)
+    rows = []
+    for k, board in enumerate(boards):
+        question, answer = stage1_question(board)
         rows.append({
             "data_source": "toydrive_vstar",
             "prompt": [{"role": "user", "content": "<image>\n" + question}],
-            "images": [{"bytes": png, "path": f"toydrive_{spec.sample_token}_front.png"}],
+            "images": [{"bytes": buf.getvalue(), "path": f"toydrive_{sample}.jpg"}],
             "ability": "visual_perception",
             "env_name": "visual_toolbox_v2",
             "reward_model": {"style": "model", "ground_truth": answer},
-            "extra_info": {"split": "train", "index": index, "answer": answer, "question": question,
-                           "gt_box": [int(v) for v in spec.details[detail]["box"]]},
+            "extra_info": {"split": "train", "index": start + k, "answer": answer, "question": question,
+                           "gt_box": list(board.box)},
         })
     return rows
 

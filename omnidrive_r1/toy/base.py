@@ -1,0 +1,347 @@
+"""The toy preset's stand-ins for the pretrained models (`docs/toy.md`), built offline and cached:
+
+- **toy CLIP**: the tiny open_clip architecture trained contrastively (open_clip's own `ClipLoss`) on toydrive
+  board crops and their captions ("a yellow board with a chevron pointing left", "yellow board"), next to
+  whole frames and other crops with their own captions, so that a crop of a board matches its caption
+  clearly better than the whole frame does.
+- **toy base policy**: the tiny Qwen2.5-VL trained with TRL's `SFTTrainer` on iMCoT trajectories over
+  toydrive frames: it follows the protocol, reads a board's stripes when a crop shows the board, and calls
+  the zoom tool, but with imperfect boxes (`BOX_MIX`: often off target or too large, and then it can only
+  guess), so that RL has real headroom. It plays the role of Qwen2.5-VL-7B-Instruct: able, not yet good
+  at zooming.
+
+`build_toy_base(out, seed)` writes `out/policy/` (a plain Hugging Face model directory) and `out/clip/`
+(an open_clip `local-dir:` checkpoint). Same seed, same bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+from pathlib import Path
+
+from omnidrive_r1.toy.toydrive import (
+    ACTION_OPTIONS,
+    ACTIONS,
+    MEANINGS,
+    SHOW_OPTIONS,
+    SHOWS,
+    SLOTS,
+    TOY_MAX_CROP_PIXELS,
+    TOY_MAX_PIXELS,
+    TOY_MIN_PIXELS,
+    Board,
+    draw_board,
+    questions,
+    render_frame,
+    sample_boards,
+    stage1_question,
+)
+
+log = logging.getLogger(__name__)
+
+# Where the base policy's zoom goes (the SFT data's mix): the asked board's own cell, another cell, or a
+# 2x2 block around the board, in which the base cannot read the stripes; sometimes no zoom at all. Too large is
+# the most common, so the base's most likely box (what greedy decoding writes) is imperfect too.
+BOX_MIX = {"too_large": 0.45, "on_target": 0.3, "off_target": 0.15, "no_zoom": 0.1}
+NO_TOOL_SHARE = 0.1  # examples whose prompt offers no tool at all: the policy answers at once (and can only guess)
+TOY_CLIP_CONFIG = {
+    "embed_dim": 64,
+    "vision_cfg": {"image_size": 112, "layers": 2, "width": 64, "head_width": 32, "patch_size": 16},
+    "text_cfg": {"context_length": 32, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
+}
+CELL = 28  # the policy's grid, in model pixels
+STRIPES = {"left": "stripes running down to the right", "right": "stripes running up to the right",
+           "closed": "horizontal stripes"}
+CAPTIONS = {"left": "a chevron pointing left", "right": "a chevron pointing right", "closed": "a road-closed barrier"}
+
+
+def board_caption(board: Board) -> str:
+    return f"a {board.colour} board with {CAPTIONS[board.meaning]}"
+
+
+def _frames(seed: int, n: int, scenes: int = 60):
+    """(boards, stitched frame) pairs for training only (their own seed stream, never toydrive's test). A pool of
+    `scenes` street scenes is drawn once and every frame gets boards of its own on one of them: where the boards
+    are varies with every example, which is what the policy must learn to find."""
+    from PIL import ImageDraw
+
+    from omnidrive_r1.data.stitch import CAMERAS, stitch
+
+    rng = random.Random(seed)
+    pool = []
+    for _ in range(min(scenes, n)):
+        views = render_frame([], rng.getrandbits(32))
+        pool.append(stitch([views[c] for c in CAMERAS]))
+    for i in range(n):
+        boards = sample_boards(rng)
+        frame = pool[i % len(pool)].copy()
+        draw = ImageDraw.Draw(frame)
+        for board in boards:
+            draw_board(draw, board)
+        yield boards, frame
+
+
+# ---------------------------------------------------------------------------------------------- toy CLIP
+
+def _clip_pairs(seed: int, frames: int):
+    """(image, caption) pairs: board crops with full and short captions, whole frames, crops of the rest."""
+    rng = random.Random(seed)
+    pairs = []
+    for boards, frame in _frames(seed, frames):
+        for board in boards:
+            crop = frame.crop(board.box)
+            pairs += [(crop, board_caption(board)), (crop, f"{board.colour} board")]
+        pairs.append((frame, "a road scene"))
+        x, y = rng.randrange(0, frame.width - 240), rng.randrange(0, frame.height - 240)
+        if not any(b.box[0] < x + 240 and x < b.box[2] and b.box[1] < y + 240 and y < b.box[3] for b in boards):
+            pairs.append((frame.crop((x, y, x + 240, y + 240)), "a part of the street"))
+    return pairs
+
+
+def train_clip(out: Path, seed: int, steps: int = 300, batch_size: int = 64, frames: int = 160) -> dict:
+    """Train the toy CLIP; returns its caption retrieval accuracy on held-out board crops."""
+    import open_clip
+    import torch
+    from safetensors.torch import save_file
+
+    (out / "open_clip_config.json").write_text(json.dumps({"model_cfg": TOY_CLIP_CONFIG, "preprocess_cfg": {}},
+                                                          indent=2))
+    torch.manual_seed(seed)
+    model, _, preprocess = open_clip.create_model_and_transforms(f"local-dir:{out}")
+    tokenizer = open_clip.get_tokenizer(f"local-dir:{out}")
+    pairs = _clip_pairs(seed, frames)
+    images = torch.stack([preprocess(im) for im, _ in pairs])
+    texts = tokenizer([t for _, t in pairs])
+    loss_fn = open_clip.ClipLoss()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.05)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=2e-3, total_steps=steps, pct_start=0.1)
+    rng = torch.Generator().manual_seed(seed)
+    model.train()
+    for _ in range(steps):
+        pick = torch.randperm(len(pairs), generator=rng)[:batch_size]
+        caption = [pairs[i][1] for i in pick.tolist()]
+        # one caption per image in a batch: InfoNCE must not push apart two copies of the same caption
+        keep = [k for k, c in enumerate(caption) if caption.index(c) == k]
+        pick = pick[keep]
+        image_features, text_features, scale = model(images[pick], texts[pick])
+        loss = loss_fn(image_features, text_features, scale)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad()
+    model.eval()
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, out / "open_clip_model.safetensors")
+    return clip_retrieval(model, preprocess, tokenizer, seed + 1)
+
+
+def clip_retrieval(model, preprocess, tokenizer, seed: int, frames: int = 30) -> dict:
+    """Held-out board crops: is the right caption the most similar of the six? And how much more does a board
+    crop match its short label than the whole frame does (the margin the grounding reward works with)?"""
+    import torch
+
+    captions = [f"a {c} board with {CAPTIONS[m]}" for c in ("yellow", "red") for m in MEANINGS]
+    hits, gaps = [], []
+    with torch.no_grad():
+        text = torch.nn.functional.normalize(model.encode_text(tokenizer(captions)), dim=-1)
+        labels = torch.nn.functional.normalize(model.encode_text(tokenizer(["yellow board", "red board"])), dim=-1)
+        for boards, frame in _frames(seed, frames):
+            full = torch.nn.functional.normalize(model.encode_image(preprocess(frame)[None]), dim=-1)[0]
+            for board in boards:
+                crop = torch.nn.functional.normalize(model.encode_image(preprocess(frame.crop(board.box))[None]), dim=-1)[0]
+                hits.append(captions[int((text @ crop).argmax())] == board_caption(board))
+                label = labels[0 if board.colour == "yellow" else 1]
+                gaps.append(float(label @ crop - label @ full))
+    return {"caption_retrieval_accuracy": sum(hits) / len(hits), "chance": 1 / len(captions),
+            "crop_minus_frame_similarity": sum(gaps) / len(gaps), "held_out_crops": len(hits)}
+
+
+# ----------------------------------------------------------------------------------------- toy base policy
+
+def _box(kind: str, board: Board, other: Board, rng: random.Random, size: tuple[int, int],
+         view: tuple[int, int]) -> list[int]:
+    """A zoom box in model pixels (the policy's view of a `size` image is `view`), on the 28-pixel grid."""
+    cols, rows = view[0] // CELL, view[1] // CELL
+    sx, sy = size[0] / view[0], size[1] / view[1]
+    c, r = round(board.box[0] / sx / CELL), round(board.box[1] / sy / CELL)
+    if kind == "off_target":  # the slot of another camera (often the other board's)
+        slots = [SLOTS[cam] for cam in SLOTS if cam != board.camera]
+        c, r = SLOTS[other.camera] if rng.random() < 0.4 else rng.choice(slots)
+        return [c * CELL, r * CELL, (c + 1) * CELL, (r + 1) * CELL]
+    if kind == "too_large":
+        c0, r0 = min(max(c - rng.randint(0, 1), 0), cols - 2), min(max(r - rng.randint(0, 1), 0), rows - 2)
+        return [c0 * CELL, r0 * CELL, (c0 + 2) * CELL, (r0 + 2) * CELL]
+    return [c * CELL, r * CELL, (c + 1) * CELL, (r + 1) * CELL]
+
+
+def _system_with_tools(processor) -> str:
+    """The system turn exactly as the chat template renders it with the zoom tool declared (TRL's SFT collator
+    renders without a `tools` argument, so the tool block is carried in the system text)."""
+    from omnidrive_r1.prompts import SYSTEM_PROMPT
+    from omnidrive_r1.tools.zoom_in import ZoomInTool
+
+    text = processor.apply_chat_template([{"role": "system", "content": SYSTEM_PROMPT}],
+                                         tools=[ZoomInTool.image_zoom_in_tool], tokenize=False)
+    return text.split("<|im_start|>system\n", 1)[1].rsplit("<|im_end|>", 1)[0]
+
+
+def as_seen(frame, min_pixels: int = TOY_MIN_PIXELS, max_pixels: int = TOY_MAX_PIXELS):
+    """The frame resized to the policy's view exactly as the image processor resizes it (same pixels, tested),
+    so the SFT collator's processor has nothing left to do: it was most of a step's time."""
+    import torchvision.transforms.v2.functional as F
+
+    from omnidrive_r1.vision import model_size
+
+    w, h = model_size(*frame.size, min_pixels=min_pixels, max_pixels=max_pixels)
+    small = F.resize(F.pil_to_tensor(frame), [h, w], interpolation=F.InterpolationMode.BICUBIC, antialias=True)
+    return F.to_pil_image(small)
+
+
+def _text(text: str) -> list[dict]:
+    return [{"type": "text", "text": text}]
+
+
+def sft_examples(processor, seed: int, frames: int) -> list[dict]:
+    """iMCoT trajectories: the real zoom tool makes each crop, so crops and replies are exactly what RL sees."""
+    from omnidrive_r1.prompts import SYSTEM_PROMPT
+    from omnidrive_r1.tools.zoom_in import ZoomInTool
+    from omnidrive_r1.vision import model_size
+
+    rng = random.Random(seed)
+    system = _system_with_tools(processor)
+    kinds, weights = zip(*BOX_MIX.items())
+    examples = []
+    for boards, frame in _frames(seed, frames):
+        mw, mh = model_size(*frame.size, min_pixels=TOY_MIN_PIXELS, max_pixels=TOY_MAX_PIXELS)
+        seen = as_seen(frame)
+        rows = [(q["board"], q["question"], q["final_answer"]) for q in questions(boards) if q["qnum"] in (2, 3, 4, 5, 8)]
+        rows += [(b, *stage1_question(b)) for b in boards]
+        for board, question, answer in rng.sample(rows, 2):
+            other = boards[1] if board is boards[0] else boards[0]
+            offered = rng.random() >= NO_TOOL_SHARE
+            kind = rng.choices(kinds, weights)[0] if offered else "no_zoom"
+            messages = [{"role": "system", "content": _text(system if offered else SYSTEM_PROMPT)},
+                        {"role": "user", "content": [{"type": "image"}, *_text(question)]}]
+            images = [seen]
+            if kind != "no_zoom":
+                box = _box(kind, board, other, rng, frame.size, (mw, mh))
+                tool = ZoomInTool(min_pixels=TOY_MIN_PIXELS, max_pixels=TOY_MAX_PIXELS,
+                                  max_crop_pixels=TOY_MAX_CROP_PIXELS)
+                tool.reset(image=frame)
+                label = f"{board.colour} board"
+                reply = tool.image_zoom_in_tool(bbox_2d=box, label=label)
+                messages += [
+                    {"role": "assistant", "content": _text(f"<think>I zoom in on the {label} in {board.camera}.</think>"),
+                     "tool_calls": [{"type": "function", "function": {"name": "image_zoom_in_tool",
+                                                                       "arguments": {"bbox_2d": box, "label": label}}}]},
+                    # the tool turn as the template renders it (a user turn inside <tool_response>): TRL's SFT
+                    # collator fills image placeholders of user turns only
+                    {"role": "user", "content": [*_text("<tool_response>\n"), {"type": "image"},
+                                                 *_text(reply[1]["text"] + "\n</tool_response>")]}]
+                images.append(reply[0]["image"])
+            if kind == "on_target":
+                think = f"The {board.colour} board has {STRIPES[board.meaning]}."
+            else:  # the stripes cannot be read: an honest guess among the meanings
+                think = f"I cannot make out the stripes on the {board.colour} board."
+                answer = _guess(answer, rng)
+            messages.append({"role": "assistant", "content": _text(f"<think>{think}</think><answer>{answer}</answer>")})
+            examples.append({"messages": messages, "images": images})
+    rng.shuffle(examples)
+    return examples
+
+
+def _guess(answer: str, rng: random.Random) -> str:
+    meaning = rng.choice(MEANINGS)
+    for options, by_meaning in ((SHOW_OPTIONS, SHOWS), (ACTION_OPTIONS, ACTIONS)):
+        if answer.split(") ", 1)[-1] in options:
+            text = by_meaning[meaning]
+            return f"{'ABCD'[options.index(text)]}) {text}"
+    return meaning  # a stage-1 short answer
+
+
+def reading_examples(seed: int, n: int) -> list[dict]:
+    """Short conversations that teach reading a board from the crop the zoom tool returns: the answer is the
+    sentence the protocol writes after a zoom. Short, so a few hundred steps take seconds."""
+    from omnidrive_r1.tools.zoom_in import ZoomInTool
+    from omnidrive_r1.vision import model_size
+
+    examples = []
+    rng = random.Random(seed)
+    for boards, frame in _frames(seed ^ 0xC0DE, n):
+        board = boards[rng.randrange(2)]
+        mw, mh = model_size(*frame.size, min_pixels=TOY_MIN_PIXELS, max_pixels=TOY_MAX_PIXELS)
+        tool = ZoomInTool(min_pixels=TOY_MIN_PIXELS, max_pixels=TOY_MAX_PIXELS)
+        tool.reset(image=frame)
+        crop = tool.image_zoom_in_tool(bbox_2d=_box("on_target", board, board, rng, frame.size, (mw, mh)),
+                                       label="board")[0]["image"]
+        examples.append({"messages": [
+            {"role": "user", "content": [{"type": "image"}, *_text("What do the board's stripes look like?")]},
+            {"role": "assistant", "content": _text(f"The {board.colour} board has {STRIPES[board.meaning]}.")}],
+            "images": [crop]})
+    return examples
+
+
+def _sft(model, processor, dataset, seed: int, steps: int, batch_size: int, lr: float) -> float:
+    import tempfile
+
+    from trl import SFTConfig, SFTTrainer
+
+    with tempfile.TemporaryDirectory() as work:
+        args = SFTConfig(output_dir=work, max_steps=steps, per_device_train_batch_size=batch_size, learning_rate=lr,
+                         lr_scheduler_type="cosine", warmup_steps=0.05, weight_decay=0.0, max_grad_norm=1.0,
+                         assistant_only_loss=True, max_length=None, logging_steps=max(1, steps // 10),
+                         save_strategy="no", report_to=[], use_cpu=True, bf16=False, seed=seed,
+                         dataloader_num_workers=0)
+        return SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=processor).train().training_loss
+
+
+def train_policy(out: Path, seed: int, steps: int, frames: int, batch_size: int = 8, lr: float = 3e-3,
+                 reading_steps: int = 300) -> dict:
+    """The tiny policy, fine-tuned with TRL's SFTTrainer on assistant tokens only: first reading crops (short
+    conversations), then whole tool-use trajectories."""
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from omnidrive_r1 import templates
+    from omnidrive_r1.toy.tiny import build_tiny_policy
+
+    start = build_tiny_policy(seed)
+    processor = templates.install(AutoProcessor.from_pretrained(start, min_pixels=TOY_MIN_PIXELS,
+                                                                max_pixels=TOY_MAX_PIXELS))
+    model = AutoModelForImageTextToText.from_pretrained(start, dtype=torch.float32)
+    reading_loss = _sft(model, processor, Dataset.from_list(reading_examples(seed, 16 * reading_steps // 4)), seed,
+                        reading_steps, 16, lr) if reading_steps else None
+    dataset = Dataset.from_list(sft_examples(processor, seed, frames))
+    loss = _sft(model, processor, dataset, seed, steps, batch_size, lr)
+    model.eval()
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    return {"reading_steps": reading_steps, "reading_loss": reading_loss, "sft_steps": steps,
+            "sft_examples": len(dataset), "sft_loss": loss}
+
+
+def build_toy_base(out: str | Path | None = None, seed: int = 0, sft_steps: int = 400, sft_frames: int = 800,
+                   clip_steps: int = 300) -> Path:
+    """Build (or reuse) the toy CLIP and the toy base policy into `out` (default: the cache)."""
+    from omnidrive_r1 import templates
+    from omnidrive_r1.cache import build_atomically, cache_root, content_key
+    from omnidrive_r1.toy.tiny import TINY_POLICY_CONFIG
+
+    key = content_key("toy-base-1", seed, sft_steps, sft_frames, clip_steps, BOX_MIX, TOY_CLIP_CONFIG,
+                      TINY_POLICY_CONFIG, templates.QWEN2_5_VL_TOOLS)
+    target = Path(out) if out else cache_root() / "models" / f"toy-base-s{seed}-{key}"
+
+    def build(tmp: Path):
+        (tmp / "clip").mkdir()
+        log.info("toy CLIP: contrastive training on toydrive crops and captions")
+        clip = train_clip(tmp / "clip", seed, clip_steps)
+        log.info(f"toy CLIP: held-out caption retrieval {clip['caption_retrieval_accuracy']:.2f} "
+                 f"(chance {clip['chance']:.2f})")
+        log.info("toy base policy: supervised fine-tuning on toydrive iMCoT trajectories")
+        policy = train_policy(tmp / "policy", seed, sft_steps, sft_frames)
+        (tmp / "build.json").write_text(json.dumps({"clip": clip, "policy": policy, "box_mix": BOX_MIX,
+                                                    "seed": seed}, indent=2))
+
+    return build_atomically(target, build)
