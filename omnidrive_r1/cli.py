@@ -69,16 +69,38 @@ def cmd_data_check(args) -> int:
 
 
 def cmd_models_tiny(args) -> int:
+    from omnidrive_r1.errors import UserError
     from omnidrive_r1.toy.tiny import build_tiny_clip, build_tiny_policy
 
     out = Path(args.out) if args.out else None
-    policy = build_tiny_policy(args.seed, out / "policy" if out else None)
-    clip = build_tiny_clip(args.seed, out / "clip" if out else None)
+    try:
+        policy = build_tiny_policy(args.seed, out / "policy" if out else None)
+        clip = build_tiny_clip(args.seed, out / "clip" if out else None)
+    except FileExistsError as e:
+        raise UserError(f"--out: {e}") from None
     print(json.dumps({"policy": str(policy), "clip": str(clip)}, indent=2))
     return 0
 
 
+def cmd_models_toy_base(args) -> int:
+    from omnidrive_r1.errors import UserError
+    from omnidrive_r1.toy.models import ensure_toy_models
+
+    try:
+        out = ensure_toy_models(args.out, seed=args.seed)
+    except FileExistsError as e:
+        raise UserError(f"--out: {e}") from None
+    build = json.loads((out / "build.json").read_text()) if (out / "build.json").exists() else {}
+    print(json.dumps({"policy": str(out / "policy"), "clip": str(out / "clip"), **build}, indent=2))
+    return 0
+
+
 def cmd_train(args) -> int:
+    if args.plan:
+        from omnidrive_r1.plan import print_plan
+
+        print_plan(args.recipe, args.overrides)
+        return 0
     from omnidrive_r1.train import train
 
     train(args.recipe, args.overrides)
@@ -192,6 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
                "  omnidrive-r1 train recipes/toy/stage1.yaml resume_from_checkpoint=true",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     tr.add_argument("recipe", help="recipe YAML file, e.g. recipes/toy/stage1.yaml")
+    tr.add_argument("--plan", action="store_true",
+                    help="print the per-GPU memory plan (ZeRO-2/3, with and without LoRA) without loading a model")
     tr.add_argument("overrides", nargs="*", metavar="key=value",
                     help="override recipe fields; dotted keys reach into sections (data.limit=8, "
                          "rewards.2.weight=0.3); command-line values win over the file")
@@ -275,6 +299,14 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--out", help="write into OUT/policy and OUT/clip instead of the cache")
     m.add_argument("--seed", type=int, default=0, help="weight and tokenizer seed (default 0)")
     m.set_defaults(func=cmd_models_tiny)
+    b = msub.add_parser(
+        "toy-base", help="build the toy base policy and toy CLIP (the toy preset's pretrained stand-ins)",
+        description="Train, offline and on CPU, the toy CLIP (contrastive, on toydrive crops and captions) and the "
+                    "toy base policy (TRL SFT on toydrive tool-use trajectories with imperfect zoom boxes) and write "
+                    "them to OUT/policy and OUT/clip. Cached in $OMNIDRIVE_CACHE: minutes the first time, then a copy.")
+    b.add_argument("--out", default="outputs/toy/base", help="output folder (default outputs/toy/base)")
+    b.add_argument("--seed", type=int, default=0, help="seed of every random choice (default 0)")
+    b.set_defaults(func=cmd_models_toy_base)
 
     r = sub.add_parser(
         "rollout", help="roll a policy out with its tools on a few DriveLMM-o1 rows",

@@ -1,0 +1,94 @@
+"""The layout stays honest: no import circle, no product module that only tests use, nothing in the code that
+points outside the repository."""
+
+import ast
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+FOLDERS = {"omnidrive_r1": "omnidrive_r1", "rewards": "omnidrive_r1.rewards", "tools": "omnidrive_r1.tools"}
+ENTRY_POINTS = {"omnidrive_r1.cli", "omnidrive_r1.bench"}  # the console script and `python -m` tools
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for folder, package in FOLDERS.items():
+        for path in (ROOT / folder).rglob("*.py"):
+            parts = path.relative_to(ROOT / folder).with_suffix("").parts
+            name = ".".join([package, *parts])
+            out[name.removesuffix(".__init__")] = path
+    return out
+
+
+def _imports(path: Path, name: str) -> set[str]:
+    """Every module `name` imports, at module level or inside a function."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:  # relative import
+                base = ".".join(name.split(".")[: -node.level] + ([base] if base else []))
+            found.add(base)
+            found.update(f"{base}.{alias.name}" for alias in node.names)
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+    return found
+
+
+def test_no_import_circle_even_through_imports_inside_functions():
+    modules = _modules()
+    graph = {name: {m for m in _imports(path, name) if m in modules and m != name}
+             for name, path in modules.items()}
+    state = {}
+
+    def visit(node, stack):
+        state[node] = "open"
+        for nxt in graph[node]:
+            if state.get(nxt) == "open":
+                cycle = stack[stack.index(nxt):] + [nxt]
+                raise AssertionError("import circle: " + " -> ".join(cycle))
+            if nxt not in state:
+                visit(nxt, [*stack, nxt])
+        state[node] = "done"
+
+    for name in graph:
+        if name not in state:
+            visit(name, [name])
+
+
+def test_every_product_module_is_used_by_the_product():
+    modules = _modules()
+    used = set(ENTRY_POINTS)
+    for name, path in modules.items():
+        used |= {m for m in _imports(path, name) if m in modules and m != name}
+    packages = {n for n, p in modules.items() if p.name == "__init__.py"}
+    plugins = {n for n in modules if n.startswith(("omnidrive_r1.rewards.", "omnidrive_r1.tools."))}
+    unused = sorted(set(modules) - used - packages - plugins)  # plug-ins are found by name, not imported
+    assert not unused, f"modules no product code imports: {unused}"
+
+
+def test_every_module_imports_in_a_fresh_interpreter():
+    names = sorted(_modules())
+    code = f"import importlib\nfor n in {names!r}:\n    importlib.import_module(n)\nprint('ok')"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert proc.returncode == 0 and "ok" in proc.stdout, proc.stderr[-3000:]
+
+
+def test_nothing_points_outside_the_repository():
+    pattern = re.compile(r"DESIGN\.md|\.\./shared|/work/")
+    offenders = [str(p.relative_to(ROOT)) for folder in ("omnidrive_r1", "rewards", "tools", "tests", "recipes", "docs")
+                 for p in (ROOT / folder).rglob("*") if p.is_file() and p.suffix in (".py", ".md", ".yaml", ".jinja")
+                 and p.name != "test_structure.py" and pattern.search(p.read_text(errors="ignore"))]
+    offenders += [n for n in ("README.md", "Makefile") if pattern.search((ROOT / n).read_text())]
+    assert not offenders, offenders
+
+
+def test_every_document_the_code_and_docs_point_to_exists():
+    files = [p for folder in ("omnidrive_r1", "rewards", "tools", "recipes", "docs") for p in (ROOT / folder).rglob("*")
+             if p.is_file() and p.suffix in (".py", ".md", ".yaml", ".jinja")]
+    files += [ROOT / "README.md", ROOT / "Makefile"]
+    missing = {(str(p.relative_to(ROOT)), ref) for p in files
+               for ref in re.findall(r"docs/[\w-]+\.md", p.read_text(errors="ignore")) if not (ROOT / ref).exists()}
+    assert not missing, sorted(missing)
