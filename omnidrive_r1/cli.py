@@ -95,6 +95,25 @@ def cmd_models_toy_base(args) -> int:
     return 0
 
 
+def cmd_models_vllm_dir(args) -> int:
+    from transformers import AutoProcessor
+
+    from omnidrive_r1 import templates
+    from omnidrive_r1.config import parse_recipe
+    from omnidrive_r1.train import vllm_model_dir
+
+    recipe, _, model_args = parse_recipe(args.recipe, args.overrides, plan_only=True)
+    source = recipe.init_from or model_args.model_name_or_path
+    processor = templates.install(AutoProcessor.from_pretrained(
+        source, min_pixels=recipe.image_min_pixels, max_pixels=recipe.image_max_pixels,
+        revision=model_args.model_revision))
+    out = vllm_model_dir(source, processor, args.out)
+    print(f"{out}: {source}'s weights (linked) with the recipe's image resolution "
+          f"({recipe.image_min_pixels}..{recipe.image_max_pixels} pixels). Serve it with:\n"
+          f"  trl vllm-serve --model {out} --tensor-parallel-size 1 --data-parallel-size 8 --port 8000")
+    return 0
+
+
 def cmd_train(args) -> int:
     if args.plan:
         from omnidrive_r1.plan import print_plan
@@ -307,6 +326,16 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--out", default="outputs/toy/base", help="output folder (default outputs/toy/base)")
     b.add_argument("--seed", type=int, default=0, help="seed of every random choice (default 0)")
     b.set_defaults(func=cmd_models_toy_base)
+    v = msub.add_parser(
+        "vllm-dir", help="the model directory a vLLM server must load for a recipe (server mode)",
+        description="Write a model directory for `trl vllm-serve`: the recipe's model (weights linked, not copied) "
+                    "with a processor that resizes images exactly as the trainer will (the recipe's "
+                    "image_min_pixels / image_max_pixels). A server started on the plain checkpoint expands images "
+                    "to other token counts, which the trainer refuses. No model is loaded. See docs/multinode.md.")
+    v.add_argument("recipe", help="the training recipe (YAML)")
+    v.add_argument("overrides", nargs="*", help="key=value overrides, as for train")
+    v.add_argument("--out", required=True, help="directory to write")
+    v.set_defaults(func=cmd_models_vllm_dir)
 
     r = sub.add_parser(
         "rollout", help="roll a policy out with its tools on a few DriveLMM-o1 rows",

@@ -9,7 +9,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 FOLDERS = {"omnidrive_r1": "omnidrive_r1", "rewards": "omnidrive_r1.rewards", "tools": "omnidrive_r1.tools"}
-ENTRY_POINTS = {"omnidrive_r1.cli", "omnidrive_r1.bench"}  # the console script and `python -m` tools
+ENTRY_POINTS = {"omnidrive_r1.cli", "omnidrive_r1.bench", "omnidrive_r1.toy.report"}  # the console script and `python -m` tools
 
 
 def _modules() -> dict[str, Path]:
@@ -92,3 +92,13 @@ def test_every_document_the_code_and_docs_point_to_exists():
     missing = {(str(p.relative_to(ROOT)), ref) for p in files
                for ref in re.findall(r"docs/[\w-]+\.md", p.read_text(errors="ignore")) if not (ROOT / ref).exists()}
     assert not missing, sorted(missing)
+
+
+def test_the_accelerate_configs_parse_and_the_two_node_one_spans_two_machines():
+    from accelerate.commands.config.config_args import ClusterConfig
+
+    for path in (ROOT / "recipes/accelerate").glob("*.yaml"):
+        config = ClusterConfig.from_yaml_file(str(path))
+        assert config.distributed_type == "DEEPSPEED" and config.deepspeed_config["zero_stage"] in (2, 3), path
+    two = ClusterConfig.from_yaml_file(str(ROOT / "recipes/accelerate/zero3_2nodes.yaml"))
+    assert (two.num_machines, two.num_processes, two.rdzv_backend) == (2, 16, "static")

@@ -66,6 +66,30 @@ def test_paper_preset_without_gpu_fails_before_anything_heavy():
         parse_recipe(PAPER1)
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU refusal")
+def test_vllm_server_mode_without_cuda_is_refused_before_anything_heavy(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name == "vllm" else real(name, *a))
+    recipe, grpo, model_args = parse_recipe(TOY1, ["use_vllm=true", "vllm_mode=server"])
+    with pytest.raises(RecipeError, match="vllm_mode: server .* needs a CUDA GPU.*docs/multinode.md"):
+        check_recipe(recipe, grpo, model_args)
+
+
+def test_server_mode_checks_the_image_token_counts_the_server_expanded_to():
+    from omnidrive_r1.trainer import check_server_features
+
+    pad, prompt = 9, [1, 9, 9, 9, 9, 2, 9, 9, 3]  # a frame of 4 image tokens, then a crop of 2
+    placed = []
+    served = {"mm_placeholders": {"image": [{"offset": 1, "length": 4}, {"offset": 6, "length": 2}]}}
+    check_server_features(lambda f, p: placed.append(p) or "placed", pad, served, prompt)
+    assert placed == [prompt]
+    other = {"mm_placeholders": {"image": [{"offset": 1, "length": 6}, {"offset": 8, "length": 2}]}}
+    with pytest.raises(RuntimeError, match=r"expands the images to \[6, 2\] image tokens where the trainer has \[4, 2\]"):
+        check_server_features(lambda f, p: None, pad, other, prompt)
+
+
 @pytest.mark.parametrize("overrides, message", [
     (["data.path=/nope/train.parquet", "data.toydrive=null"], "data.path: /nope/train.parquet not found"),
     (["use_vllm=true"], "use_vllm: true, but vllm is not installed"),

@@ -42,7 +42,7 @@ from omnidrive_r1.toy.toydrive import (
 log = logging.getLogger(__name__)
 
 # Where the base policy's zoom goes (the SFT data's mix): the asked board's own cell, another cell, or a
-# 2x2 block around the board, in which the base cannot read the stripes; sometimes no zoom at all. Too large is
+# 4x4 block around the board, in which the base cannot read the stripes; sometimes no zoom at all. Too large is
 # the most common, so the base's most likely box (what greedy decoding writes) is imperfect too.
 BOX_MIX = {"too_large": 0.45, "on_target": 0.3, "off_target": 0.15, "no_zoom": 0.1}
 NO_TOOL_SHARE = 0.1  # examples whose prompt offers no tool at all: the policy answers at once (and can only guess)
@@ -55,6 +55,12 @@ CELL = 28  # the policy's grid, in model pixels
 STRIPES = {"left": "stripes running down to the right", "right": "stripes running up to the right",
            "closed": "horizontal stripes"}
 CAPTIONS = {"left": "a chevron pointing left", "right": "a chevron pointing right", "closed": "a road-closed barrier"}
+
+
+def reading(board: Board) -> str:
+    """What the policy writes once a crop shows the board: the stripes, then what they mean, in the words the
+    answer options use, so that answering is copying."""
+    return f"The {board.colour} board has {STRIPES[board.meaning]}: {CAPTIONS[board.meaning]}."
 
 
 def board_caption(board: Board) -> str:
@@ -169,9 +175,9 @@ def _box(kind: str, board: Board, other: Board, rng: random.Random, size: tuple[
         slots = [SLOTS[cam] for cam in SLOTS if cam != board.camera]
         c, r = SLOTS[other.camera] if rng.random() < 0.4 else rng.choice(slots)
         return [c * CELL, r * CELL, (c + 1) * CELL, (r + 1) * CELL]
-    if kind == "too_large":
-        c0, r0 = min(max(c - rng.randint(0, 1), 0), cols - 2), min(max(r - rng.randint(0, 1), 0), rows - 2)
-        return [c0 * CELL, r0 * CELL, (c0 + 2) * CELL, (r0 + 2) * CELL]
+    if kind == "too_large":  # 4x4 cells: the crop is shrunk to max_crop_pixels and the stripes blur again
+        c0, r0 = min(max(c - rng.randint(0, 3), 0), cols - 4), min(max(r - rng.randint(0, 3), 0), rows - 4)
+        return [c0 * CELL, r0 * CELL, (c0 + 4) * CELL, (r0 + 4) * CELL]
     return [c * CELL, r * CELL, (c + 1) * CELL, (r + 1) * CELL]
 
 
@@ -241,7 +247,7 @@ def sft_examples(processor, seed: int, frames: int) -> list[dict]:
                                                  *_text(reply[1]["text"] + "\n</tool_response>")]}]
                 images.append(reply[0]["image"])
             if kind == "on_target":
-                think = f"The {board.colour} board has {STRIPES[board.meaning]}."
+                think = reading(board)
             else:  # the stripes cannot be read: an honest guess among the meanings
                 think = f"I cannot make out the stripes on the {board.colour} board."
                 answer = _guess(answer, rng)
@@ -277,7 +283,7 @@ def reading_examples(seed: int, n: int) -> list[dict]:
                                        label="board")[0]["image"]
         examples.append({"messages": [
             {"role": "user", "content": [{"type": "image"}, *_text("What do the board's stripes look like?")]},
-            {"role": "assistant", "content": _text(f"The {board.colour} board has {STRIPES[board.meaning]}.")}],
+            {"role": "assistant", "content": _text(reading(board))}],
             "images": [crop]})
     return examples
 
@@ -329,7 +335,7 @@ def build_toy_base(out: str | Path | None = None, seed: int = 0, sft_steps: int 
     from omnidrive_r1.cache import build_atomically, cache_root, content_key
     from omnidrive_r1.toy.tiny import TINY_POLICY_CONFIG
 
-    key = content_key("toy-base-1", seed, sft_steps, sft_frames, clip_steps, BOX_MIX, TOY_CLIP_CONFIG,
+    key = content_key("toy-base-2", seed, sft_steps, sft_frames, clip_steps, BOX_MIX, TOY_CLIP_CONFIG,
                       TINY_POLICY_CONFIG, templates.QWEN2_5_VL_TOOLS)
     target = Path(out) if out else cache_root() / "models" / f"toy-base-s{seed}-{key}"
 

@@ -17,6 +17,7 @@ def ensure_toy_models(out: str | Path, seed: int = 0) -> Path:
 
     out = Path(out)
     if (out / "policy" / "config.json").exists() and (out / "clip" / "open_clip_config.json").exists():
+        _save_rollout_settings(out / "policy")
         return out
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out} holds files that are not a toy base; choose an empty or new folder")
@@ -28,5 +29,17 @@ def ensure_toy_models(out: str | Path, seed: int = 0) -> Path:
     if out.exists():
         out.rmdir()
     tmp.rename(out)
+    _save_rollout_settings(out / "policy")
     log.info(f"toy base: {out / 'policy'} and {out / 'clip'}")
     return out
+
+
+def _save_rollout_settings(policy: Path) -> None:
+    """The base was fine-tuned on the toy recipes' rollouts: evaluating it rolls out the same way (the zoom tool
+    with the recipes' crop bound, two tool turns, 192 tokens), as a trained stage's `final/` does."""
+    from omnidrive_r1.rollout import SETTINGS_FILE, RolloutSettings
+    from omnidrive_r1.toy.toydrive import TOY_MAX_CROP_PIXELS
+
+    if not (policy / SETTINGS_FILE).exists():
+        RolloutSettings(tools=[{"name": "zoom_in", "max_tool_calls": 2, "max_crop_pixels": TOY_MAX_CROP_PIXELS}],
+                        max_turns=2, max_completion_length=192, temperature=1.0).save(policy)

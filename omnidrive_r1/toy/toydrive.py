@@ -338,8 +338,12 @@ def _write_parquet(path: Path, rows: list[dict]):
     pq.write_table(pa.Table.from_pylist(rows), path, compression="zstd")
 
 
-def ensure_toydrive(out: str | Path, frames: int = 16, seed: int = 0) -> Path:
-    """`out`, with toydrive generated there first if it holds none."""
+TOY_FRAMES = 48  # what recipes/toy/*.yaml generate (data.toydrive.frames)
+
+
+def ensure_toydrive(out: str | Path, frames: int = TOY_FRAMES, seed: int = 0) -> Path:
+    """`out`, with toydrive generated there first if it holds none (by default the toy recipes' toydrive, so an
+    evaluation run before training leaves the data training expects)."""
     out = Path(out)
     if not (out / "drivelmm" / "test.json").exists():
         print(f"generating toydrive into {out} ({frames} frames, seed {seed})")
