@@ -12,9 +12,11 @@ HELP_MUST_MENTION = {
     ("data", "toydrive"): ["--out", "--frames", "--seed", "--camera-size", "--test-fraction"],
     ("data", "check"): ["--drivelmm", "--deepeyes", "--images-root", "--skip-bad", "--sources"],
     ("models", "tiny"): ["--out", "--seed"],
+    ("models", "toy-base"): ["--out", "--seed"],
+    ("models", "vllm-dir"): ["recipe", "--out", "trl vllm-serve"],
     ("rollout",): ["--model", "--data", "--n", "--engine", "--max-completion-length"],
     ("eval",): ["--model", "--results", "--official-script", "--no-tools", "--overwrite", "--judge-url"],
-    ("train",): ["recipe", "key=value", "resume_from_checkpoint=true"],
+    ("train",): ["recipe", "key=value", "resume_from_checkpoint=true", "--plan"],
 }
 
 
@@ -77,3 +79,15 @@ def test_our_own_errors_print_one_line_and_exit_2_without_a_traceback(tmp_path, 
         err = capsys.readouterr().err
         errors = [line for line in err.splitlines() if line.startswith("error: ")]
         assert len(errors) == 1 and message in errors[0] and "Traceback" not in err, (argv, err)
+
+
+def test_models_vllm_dir_writes_the_recipes_image_resolution(tiny_policy_dir, tmp_path, capsys):
+    from transformers import AutoProcessor
+
+    out = tmp_path / "served"
+    assert main(["models", "vllm-dir", "recipes/toy/stage1.yaml", f"model_name_or_path={tiny_policy_dir}",
+                 "image_min_pixels=3136", "image_max_pixels=50176", "--out", str(out)]) == 0
+    assert "trl vllm-serve --model" in capsys.readouterr().out
+    size = AutoProcessor.from_pretrained(out).image_processor.size
+    assert (size["shortest_edge"], size["longest_edge"]) == (3136, 50176)  # the recipe's, not the checkpoint's
+    assert (out / "model.safetensors").is_symlink() and (out / "config.json").exists()

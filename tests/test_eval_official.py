@@ -114,6 +114,7 @@ def results(tmp_path):
     answers = [{"idx": idx, "question": f"Question {idx}?", "llm-response": response}
                for idx, (_, response) in ROWS.items() if response is not None]
     answers.append({"idx": "not_in_test_2", "question": "?", "llm-response": "Final Answer: A) x"})
+    answers[0]["llm-response"] += " <answer>C) stop</answer>"  # our strict parser reads a results file's text too
     (tmp_path / "test.json").write_text(json.dumps(test))
     (tmp_path / "results.json").write_text(json.dumps(answers))
     return tmp_path
@@ -140,6 +141,9 @@ def test_scoring_a_results_file_gives_the_official_figures_and_ours(results, ser
     assert summary["rows_skipped"] == {"not in the test set": 1, "no response in the results file": 1}
     rows = {r["idx"]: r for r in map(json.loads, (results / "scored" / "rows.jsonl").read_text().splitlines())}
     assert rows["s_b_3"]["mcq_correct"] is True and rows["s_b_3"]["mcq_correct_ours"] is False
+    first = next(iter(ROWS))
+    assert rows[first]["strict_letter"] == "C" and all(r.get("strict_letter") is None for k, r in rows.items()
+                                                        if k != first)
     assert rows["s_k_4"]["official_scores"] is None and rows["s_l_5"]["official_scores"] is None
     md = (results / "scored" / "summary.md").read_text()
     assert "the official system prompt, read from" in md and "Judge failures: 1 row " in md

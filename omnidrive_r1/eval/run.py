@@ -88,7 +88,7 @@ def score_record(record: dict) -> dict:
     if record["is_mcq"]:
         truth = official_truth_letter(record["final_answer"])
         letter = official_mcq_letter(record["llm_response"])
-        strict = strict_mcq_letter(record.get("response") or "")
+        strict = strict_mcq_letter(record.get("response") or record["llm_response"])  # a results file: its text
         record.update(truth_letter=truth, official_letter=letter, strict_letter=strict,
                       mcq_correct=official_mcq_correct(truth, letter),  # the official comparison, row by row
                       mcq_correct_ours=our_mcq_correct(truth, letter),

@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 # 4x4 block around the board, in which the base cannot read the stripes; sometimes no zoom at all. Too large is
 # the most common, so the base's most likely box (what greedy decoding writes) is imperfect too.
 BOX_MIX = {"too_large": 0.45, "on_target": 0.3, "off_target": 0.15, "no_zoom": 0.1}
+ZOOM_THINK = "<think>The stripes are too small to read here, so I zoom in on the board.</think>"
 NO_TOOL_SHARE = 0.1  # examples whose prompt offers no tool at all: the policy answers at once (and can only guess)
 TOY_CLIP_CONFIG = {
     "embed_dim": 64,
@@ -175,8 +176,10 @@ def _box(kind: str, board: Board, other: Board, rng: random.Random, size: tuple[
         slots = [SLOTS[cam] for cam in SLOTS if cam != board.camera]
         c, r = SLOTS[other.camera] if rng.random() < 0.4 else rng.choice(slots)
         return [c * CELL, r * CELL, (c + 1) * CELL, (r + 1) * CELL]
-    if kind == "too_large":  # 4x4 cells: the crop is shrunk to max_crop_pixels and the stripes blur again
-        c0, r0 = min(max(c - rng.randint(0, 3), 0), cols - 4), min(max(r - rng.randint(0, 3), 0), rows - 4)
+    if kind == "too_large":  # 4x4 cells from the cell up and left of the board's: the crop is shrunk to
+        # max_crop_pixels and the stripes blur again. One fixed offset, so that this box, the most common in the
+        # data, is also the one greedy decoding writes (random offsets would leave the on-target box on top).
+        c0, r0 = min(max(c - 1, 0), cols - 4), min(max(r - 1, 0), rows - 4)
         return [c0 * CELL, r0 * CELL, (c0 + 4) * CELL, (r0 + 4) * CELL]
     return [c * CELL, r * CELL, (c + 1) * CELL, (r + 1) * CELL]
 
@@ -238,7 +241,9 @@ def sft_examples(processor, seed: int, frames: int) -> list[dict]:
                 label = f"{board.colour} board"
                 reply = tool.image_zoom_in_tool(bbox_2d=box, label=label)
                 messages += [
-                    {"role": "assistant", "content": _text(f"<think>I zoom in on the {label} in {board.camera}.</think>"),
+                    # one opening for every zoom: the tiny tokenizer makes whole repeated sentences single tokens,
+                    # and twelve openings (colour x camera) would each lose to "I cannot ..." under greedy decoding
+                    {"role": "assistant", "content": _text(ZOOM_THINK),
                      "tool_calls": [{"type": "function", "function": {"name": "image_zoom_in_tool",
                                                                        "arguments": {"bbox_2d": box, "label": label}}}]},
                     # the tool turn as the template renders it (a user turn inside <tool_response>): TRL's SFT
@@ -335,7 +340,7 @@ def build_toy_base(out: str | Path | None = None, seed: int = 0, sft_steps: int 
     from omnidrive_r1.cache import build_atomically, cache_root, content_key
     from omnidrive_r1.toy.tiny import TINY_POLICY_CONFIG
 
-    key = content_key("toy-base-2", seed, sft_steps, sft_frames, clip_steps, BOX_MIX, TOY_CLIP_CONFIG,
+    key = content_key("toy-base-3", seed, sft_steps, sft_frames, clip_steps, BOX_MIX, TOY_CLIP_CONFIG,
                       TINY_POLICY_CONFIG, templates.QWEN2_5_VL_TOOLS)
     target = Path(out) if out else cache_root() / "models" / f"toy-base-s{seed}-{key}"
 
