@@ -69,9 +69,9 @@ def test_our_own_errors_print_one_line_and_exit_2_without_a_traceback(tmp_path, 
     bad.write_text("learning_rate: [1, 2\n")
     for argv, message in [
         (["train", str(bad)], "not valid YAML"),
-        (["train", "recipes/toy/stage1.yaml", "rewards=[{name: nope}]", "toy={}"], "unknown reward 'nope'"),
-        (["train", "recipes/toy/stage1.yaml", "rewards=[{path: nowhere.py:fn}]", "toy={}"], "reward file not found"),
-        (["train", "recipes/toy/stage1.yaml", "tools=[{name: zoom_in, max_tool_call: 2}]", "toy={}"],
+        (["train", "recipes/toy/stage1.yaml", "rewards=[{name: nope}]", "toy={}", f"output_dir={tmp_path / 'run'}"], "unknown reward 'nope'"),
+        (["train", "recipes/toy/stage1.yaml", "rewards=[{path: nowhere.py:fn}]", "toy={}", f"output_dir={tmp_path / 'run'}"], "reward file not found"),
+        (["train", "recipes/toy/stage1.yaml", "tools=[{name: zoom_in, max_tool_call: 2}]", "toy={}", f"output_dir={tmp_path / 'run'}"],
          "takes no option"),
         (["eval", "--results", str(tmp_path / "r.json")], "--results needs --data"),
     ]:
