@@ -183,17 +183,6 @@ def test_two_grpo_steps_with_vllm_rollouts_a_tool_call_and_synced_weights(toydri
     assert stale_gap > 1e-2, "the first step did not move the weights enough to tell a sync from none"
 
 
-def _runs(ids, token):
-    runs, n = [], 0
-    for t in [*ids, None]:
-        if t == token:
-            n += 1
-        elif n:
-            runs.append(n)
-            n = 0
-    return runs
-
-
 def test_hf_and_vllm_see_the_same_image_tokens_and_prompt_ids(tiny_policy_dir, tmp_path, monkeypatch):
     """Two images of different sizes in one prompt (the zoom case), with a recipe resolution that differs from
     the checkpoint's: the directory handed to vLLM makes it expand each image exactly as the trainer does."""
@@ -204,6 +193,7 @@ def test_hf_and_vllm_see_the_same_image_tokens_and_prompt_ids(tiny_policy_dir, t
     from omnidrive_r1 import templates
     from omnidrive_r1.data.loaders import conversation
     from omnidrive_r1.train import vllm_model_dir
+    from omnidrive_r1.trainer import image_token_runs
 
     monkeypatch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
     recipe_min, recipe_max = 3136, 50176  # the tiny checkpoint says 6272 / 125440
@@ -220,24 +210,24 @@ def test_hf_and_vllm_see_the_same_image_tokens_and_prompt_ids(tiny_policy_dir, t
     hf_ids = hf["input_ids"][0].tolist()
     pad = processor.tokenizer.convert_tokens_to_ids("<|image_pad|>")
     expected_runs = (hf["image_grid_thw"].prod(-1) // 4).tolist()
-    assert _runs(hf_ids, pad) == expected_runs and expected_runs[0] != expected_runs[1]
+    assert image_token_runs(hf_ids, pad) == expected_runs and expected_runs[0] != expected_runs[1]
     checkpoint = AutoProcessor.from_pretrained(tiny_policy_dir)(text=[text], images=images, return_tensors="pt")
-    assert _runs(checkpoint["input_ids"][0].tolist(), pad) != expected_runs  # the resolution matters here
+    assert image_token_runs(checkpoint["input_ids"][0].tolist(), pad) != expected_runs  # the resolution matters here
 
     llm = LLM(model=str(vllm_model_dir(tiny_policy_dir, processor, tmp_path / "vllm_model")), max_model_len=4096,
               gpu_memory_utilization=0.3, limit_mm_per_prompt={"image": 2})
     params = SamplingParams(max_tokens=1, temperature=0.0)
     from_text = llm.generate({"prompt": text, "multi_modal_data": {"image": images}}, params, use_tqdm=False)
-    assert _runs(list(from_text[0].prompt_token_ids), pad) == expected_runs, (
-        _runs(list(from_text[0].prompt_token_ids), pad), expected_runs,
-        _runs(checkpoint["input_ids"][0].tolist(), pad))
+    assert image_token_runs(list(from_text[0].prompt_token_ids), pad) == expected_runs, (
+        image_token_runs(list(from_text[0].prompt_token_ids), pad), expected_runs,
+        image_token_runs(checkpoint["input_ids"][0].tolist(), pad))
     assert list(from_text[0].prompt_token_ids) == hf_ids
     # TRL's path: the trainer's token ids plus the images. Sent as they are, vLLM expands the first images
     # again; with one placeholder per image (ToolGRPOTrainer's route) it reproduces the trainer's ids exactly.
     from omnidrive_r1.trainer import collapse_image_pads
 
     as_is = llm.generate({"prompt_token_ids": hf_ids, "multi_modal_data": {"image": images}}, params, use_tqdm=False)
-    print("vLLM given expanded ids:", _runs(list(as_is[0].prompt_token_ids), pad), "expected", expected_runs)
+    print("vLLM given expanded ids:", image_token_runs(list(as_is[0].prompt_token_ids), pad), "expected", expected_runs)
     ours = llm.generate({"prompt_token_ids": collapse_image_pads(hf_ids, pad), "multi_modal_data": {"image": images}},
                         params, use_tqdm=False)
     assert list(ours[0].prompt_token_ids) == hf_ids and ours[0].outputs[0].token_ids
