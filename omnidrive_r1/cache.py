@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 
 def cache_root() -> Path:
@@ -19,14 +22,20 @@ def content_key(*parts) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
-def build_atomically(target: Path, build) -> Path:
+def build_atomically(target: Path, build, key: str | None = None) -> Path:
     """Run `build(tmp_dir)` and move the result to `target`, so a killed build never leaves half a directory.
 
-    `target` counts as built once it holds `.complete`. An existing `target` is replaced only when it holds
-    `.complete` or is empty: never a folder of the user's."""
+    `target` counts as built once it holds `.complete` (which records `key`, the recipe's content key, when one
+    is given: a target built by another recipe is rebuilt rather than silently reused). An existing `target` is
+    replaced only when it holds `.complete` or is empty: never a folder of the user's."""
     target = Path(target)
-    if (target / ".complete").exists():
-        return target
+    marker = target / ".complete"
+    stamp = f"{key or 'ok'}\n"
+    if marker.exists():
+        if key is None or marker.read_text() == stamp:
+            return target
+        log.warning(f"{target} was built by another recipe (an older version?); rebuilding it")
+        shutil.rmtree(target)
     if target.exists() and any(target.iterdir()):
         raise FileExistsError(f"{target} exists and holds files this command did not write; "
                               "choose an empty or new folder")
@@ -34,7 +43,7 @@ def build_atomically(target: Path, build) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=target.parent))
     try:
         build(tmp)
-        (tmp / ".complete").write_text("ok\n")
+        (tmp / ".complete").write_text(stamp)
         if target.exists():
             target.rmdir()
         os.replace(tmp, target)

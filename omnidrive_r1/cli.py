@@ -160,9 +160,9 @@ def _default_out(model: str | None, results: str | None) -> str:
 
 
 def _toy_test_set() -> str:
-    from omnidrive_r1.toy.toydrive import ensure_toydrive
+    from omnidrive_r1.toy.toydrive import ensure_heldout
 
-    return str(ensure_toydrive("outputs/toydrive") / "drivelmm" / "test.json")
+    return str(ensure_heldout())
 
 
 def cmd_eval(args) -> int:
@@ -257,7 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter)
     ev.add_argument("--model", help="model directory or hub id to roll out")
     ev.add_argument("--results", help="score this official-format results file instead of generating")
-    ev.add_argument("--data", help="DriveLMM-o1 JSON (default: toydrive test, generated if missing)")
+    ev.add_argument("--data", help="DriveLMM-o1 JSON (default: the held-out toydrive test set, outputs/toydrive-heldout, generated if missing)")
     ev.add_argument("--images-root", help="folder the camera paths are relative to (default: the JSON's)")
     ev.add_argument("--engine", choices=["hf", "vllm"], default="hf", help="generation engine (default hf)")
     ev.add_argument("--no-tools", action="store_true", help="offer the policy no tool: one turn, no zoom")
@@ -342,7 +342,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Let a policy answer a few questions, multi-turn, with the tools and settings it was trained "
                     "with (the same rollout path as evaluation); writes OUT/rollouts.jsonl and prints each answer.")
     r.add_argument("--model", required=True, help="policy directory or hub id")
-    r.add_argument("--data", help="DriveLMM-o1 JSON (default: toydrive test, generated if missing)")
+    r.add_argument("--data", help="DriveLMM-o1 JSON (default: the held-out toydrive test set, outputs/toydrive-heldout, generated if missing)")
     r.add_argument("--n", type=_positive_int, default=4, help="number of questions (default 4)")
     r.add_argument("--engine", choices=["hf", "vllm"], default="hf", help="generation engine (default hf)")
     r.add_argument("--sample", action="store_true", help="sample (temperature of the recipe) instead of greedy")

@@ -101,11 +101,31 @@ def test_grid_boxes_and_the_prompt_take_few_tokens(tiny_processor_dir):
 
     processor = templates.install(AutoProcessor.from_pretrained(tiny_processor_dir))
     pieces = processor.tokenizer.tokenize('"bbox_2d": [336, 28, 364, 56]')
-    assert {"336", "28", "364", "56"} <= set(pieces) and len(pieces) <= 12  # a grid coordinate is one token
+    assert len(pieces) <= 12  # not digit by digit
+    assert processor.tokenizer.convert_tokens_to_string(pieces) == '"bbox_2d": [336, 28, 364, 56]'
     text = processor.apply_chat_template(with_image(conversation("What colour is the light?")),
                                          tools=[ZoomInTool.image_zoom_in_tool], add_generation_prompt=True,
                                          tokenize=False)
     assert len(processor.tokenizer(text)["input_ids"]) < 500  # system prompt and tool schema: not byte by byte
+
+
+def test_the_toy_bases_boxes_and_camera_names_are_single_tokens(tiny_processor_dir):
+    """The tiny policy makes one choice per box it is taught, and can see which camera a question names."""
+    from omnidrive_r1.toy.toydrive import SLOTS, slot_boxes
+
+    tok = AutoProcessor.from_pretrained(tiny_processor_dir).tokenizer
+    boxes = slot_boxes()
+    assert set(boxes) == set(SLOTS)
+    for camera, kinds in boxes.items():
+        assert tok.tokenize(camera) == [camera]
+        for box in kinds.values():
+            assert len(tok.tokenize(str(box))) == 1, box
+        on, large = kinds["on_target"], kinds["too_large"]
+        assert large[0] <= on[0] and on[2] <= large[2] and large[2] - large[0] == 4 * (on[2] - on[0])
+    question = tok.tokenize("Which way does the red board in CAM_BACK_LEFT point: left, right, or is the road closed?")
+    assert "CAM_BACK_LEFT" in question
+    other = tok.tokenize("[84, 28, 364, 112]")  # any other box spells out as coordinate tokens
+    assert len(other) > 1 and tok.convert_tokens_to_string(other) == "[84, 28, 364, 112]"
 
 
 def test_tiny_clip_loads_like_an_open_clip_checkpoint(tiny_clip_dir):
@@ -128,3 +148,25 @@ def test_bad_mrope_section_is_refused(tiny_processor_dir, section):
     tok = AutoProcessor.from_pretrained(tiny_processor_dir).tokenizer
     with pytest.raises(ValueError, match="mrope_section"):
         tiny_policy_config(tok, mrope_section=section)
+
+
+def test_a_build_made_by_another_recipe_is_rebuilt_not_reused(tmp_path):
+    from omnidrive_r1.cache import build_atomically
+
+    calls = []
+
+    def build(tmp):
+        calls.append(tmp)
+        (tmp / "weights").write_text(f"build {len(calls)}")
+
+    target = tmp_path / "base"
+    build_atomically(target, build, key="recipe-a")
+    build_atomically(target, build, key="recipe-a")
+    assert len(calls) == 1  # same recipe: reused
+    build_atomically(target, build, key="recipe-b")
+    assert len(calls) == 2 and (target / "weights").read_text() == "build 2"
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("a user's file")
+    with pytest.raises(FileExistsError):
+        build_atomically(tmp_path / "mine", build, key="recipe-a")  # never a folder we did not write
+    assert (tmp_path / "mine" / "notes.txt").exists()

@@ -24,6 +24,7 @@ from pathlib import Path
 from omnidrive_r1.toy.toydrive import (
     ACTION_OPTIONS,
     ACTIONS,
+    CAMERA_SIZE,
     MEANINGS,
     SHOW_OPTIONS,
     SHOWS,
@@ -36,6 +37,7 @@ from omnidrive_r1.toy.toydrive import (
     questions,
     render_frame,
     sample_boards,
+    slot_boxes,
     stage1_question,
 )
 
@@ -52,7 +54,6 @@ TOY_CLIP_CONFIG = {
     "vision_cfg": {"image_size": 112, "layers": 2, "width": 64, "head_width": 32, "patch_size": 16},
     "text_cfg": {"context_length": 32, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
 }
-CELL = 28  # the policy's grid, in model pixels
 STRIPES = {"left": "stripes running down to the right", "right": "stripes running up to the right",
            "closed": "horizontal stripes"}
 CAPTIONS = {"left": "a chevron pointing left", "right": "a chevron pointing right", "closed": "a road-closed barrier"}
@@ -166,22 +167,15 @@ def clip_retrieval(model, preprocess, tokenizer, seed: int, frames: int = 30) ->
 
 # ----------------------------------------------------------------------------------------- toy base policy
 
-def _box(kind: str, board: Board, other: Board, rng: random.Random, size: tuple[int, int],
-         view: tuple[int, int]) -> list[int]:
-    """A zoom box in model pixels (the policy's view of a `size` image is `view`), on the 28-pixel grid."""
-    cols, rows = view[0] // CELL, view[1] // CELL
-    sx, sy = size[0] / view[0], size[1] / view[1]
-    c, r = round(board.box[0] / sx / CELL), round(board.box[1] / sy / CELL)
+def _box(kind: str, board: Board, other: Board, rng: random.Random, size: tuple[int, int]) -> list[int]:
+    """A zoom box in the policy's pixels for a `size` frame (`slot_boxes`: one grid cell, or 4x4 cells around it)."""
+    boxes = slot_boxes(size)
     if kind == "off_target":  # the slot of another camera (often the other board's)
-        slots = [SLOTS[cam] for cam in SLOTS if cam != board.camera]
-        c, r = SLOTS[other.camera] if rng.random() < 0.4 else rng.choice(slots)
-        return [c * CELL, r * CELL, (c + 1) * CELL, (r + 1) * CELL]
-    if kind == "too_large":  # 4x4 cells from the cell up and left of the board's: the crop is shrunk to
-        # max_crop_pixels and the stripes blur again. One fixed offset, so that this box, the most common in the
-        # data, is also the one greedy decoding writes (random offsets would leave the on-target box on top).
-        c0, r0 = min(max(c - 1, 0), cols - 4), min(max(r - 1, 0), rows - 4)
-        return [c0 * CELL, r0 * CELL, (c0 + 4) * CELL, (r0 + 4) * CELL]
-    return [c * CELL, r * CELL, (c + 1) * CELL, (r + 1) * CELL]
+        camera = other.camera if rng.random() < 0.4 else rng.choice([c for c in SLOTS if c != board.camera])
+        return boxes[camera]["on_target"]
+    # too_large: the crop is shrunk to max_crop_pixels and the stripes blur again. One fixed offset, so that this
+    # box, the most common in the data, is also the one greedy decoding writes.
+    return boxes[board.camera]["too_large" if kind == "too_large" else "on_target"]
 
 
 def _system_with_tools(processor) -> str:
@@ -215,14 +209,12 @@ def sft_examples(processor, seed: int, frames: int) -> list[dict]:
     """iMCoT trajectories: the real zoom tool makes each crop, so crops and replies are exactly what RL sees."""
     from omnidrive_r1.prompts import SYSTEM_PROMPT
     from omnidrive_r1.tools.zoom_in import ZoomInTool
-    from omnidrive_r1.vision import model_size
 
     rng = random.Random(seed)
     system = _system_with_tools(processor)
     kinds, weights = zip(*BOX_MIX.items())
     examples = []
     for boards, frame in _frames(seed, frames):
-        mw, mh = model_size(*frame.size, min_pixels=TOY_MIN_PIXELS, max_pixels=TOY_MAX_PIXELS)
         seen = as_seen(frame)
         rows = [(q["board"], q["question"], q["final_answer"]) for q in questions(boards) if q["qnum"] in (2, 3, 4, 5, 8)]
         rows += [(b, *stage1_question(b)) for b in boards]
@@ -234,7 +226,7 @@ def sft_examples(processor, seed: int, frames: int) -> list[dict]:
                         {"role": "user", "content": [{"type": "image"}, *_text(question)]}]
             images = [seen]
             if kind != "no_zoom":
-                box = _box(kind, board, other, rng, frame.size, (mw, mh))
+                box = _box(kind, board, other, rng, frame.size)
                 tool = ZoomInTool(min_pixels=TOY_MIN_PIXELS, max_pixels=TOY_MAX_PIXELS,
                                   max_crop_pixels=TOY_MAX_CROP_PIXELS)
                 tool.reset(image=frame)
@@ -275,21 +267,43 @@ def reading_examples(seed: int, n: int) -> list[dict]:
     """Short conversations that teach reading a board from the crop the zoom tool returns: the answer is the
     sentence the protocol writes after a zoom. Short, so a few hundred steps take seconds."""
     from omnidrive_r1.tools.zoom_in import ZoomInTool
-    from omnidrive_r1.vision import model_size
 
     examples = []
     rng = random.Random(seed)
     for boards, frame in _frames(seed ^ 0xC0DE, n):
         board = boards[rng.randrange(2)]
-        mw, mh = model_size(*frame.size, min_pixels=TOY_MIN_PIXELS, max_pixels=TOY_MAX_PIXELS)
         tool = ZoomInTool(min_pixels=TOY_MIN_PIXELS, max_pixels=TOY_MAX_PIXELS)
         tool.reset(image=frame)
-        crop = tool.image_zoom_in_tool(bbox_2d=_box("on_target", board, board, rng, frame.size, (mw, mh)),
+        crop = tool.image_zoom_in_tool(bbox_2d=_box("on_target", board, board, rng, frame.size),
                                        label="board")[0]["image"]
         examples.append({"messages": [
             {"role": "user", "content": [{"type": "image"}, *_text("What do the board's stripes look like?")]},
             {"role": "assistant", "content": _text(reading(board))}],
             "images": [crop]})
+    return examples
+
+
+def pointing_examples(processor, seed: int, n: int) -> list[dict]:
+    """Text-only first turns: the question, then the zoom opening and a tool call with a `BOX_MIX` box (no
+    image, no crop). Where a named camera's board is, is a fact of the text; learnt here in short sequences, it
+    took a few hundred cheap steps, where whole trajectories had left the box at chance after 700 (docs/toy.md)."""
+    rng = random.Random(seed ^ 0x9011)
+    system = _system_with_tools(processor)
+    kinds, weights = zip(*[(k, w) for k, w in BOX_MIX.items() if k != "no_zoom"])
+    size = (3 * CAMERA_SIZE[0], 2 * CAMERA_SIZE[1])
+    examples = []
+    for _ in range(n):
+        boards = sample_boards(rng)
+        rows = [(q["board"], q["question"]) for q in questions(boards) if q["qnum"] in (2, 3, 4, 5, 8)]
+        rows += [(b, stage1_question(b)[0]) for b in boards]
+        board, question = rng.choice(rows)
+        other = boards[1] if board is boards[0] else boards[0]
+        box = _box(rng.choices(kinds, weights)[0], board, other, rng, size)
+        call = {"type": "function", "function": {"name": "image_zoom_in_tool",
+                                                 "arguments": {"bbox_2d": box, "label": f"{board.colour} board"}}}
+        examples.append({"messages": [{"role": "system", "content": _text(system)},
+                                      {"role": "user", "content": _text(question)},
+                                      {"role": "assistant", "content": _text(ZOOM_THINK), "tool_calls": [call]}]})
     return examples
 
 
@@ -308,9 +322,9 @@ def _sft(model, processor, dataset, seed: int, steps: int, batch_size: int, lr: 
 
 
 def train_policy(out: Path, seed: int, steps: int, frames: int, batch_size: int = 8, lr: float = 3e-3,
-                 reading_steps: int = 300) -> dict:
-    """The tiny policy, fine-tuned with TRL's SFTTrainer on assistant tokens only: first reading crops (short
-    conversations), then whole tool-use trajectories."""
+                 reading_steps: int = 300, pointing_steps: int = 300) -> dict:
+    """The tiny policy, fine-tuned with TRL's SFTTrainer on assistant tokens only: first reading crops and
+    pointing at a named camera's board (short conversations), then whole tool-use trajectories."""
     import torch
     from datasets import Dataset
     from transformers import AutoModelForImageTextToText, AutoProcessor
@@ -324,12 +338,15 @@ def train_policy(out: Path, seed: int, steps: int, frames: int, batch_size: int 
     model = AutoModelForImageTextToText.from_pretrained(start, dtype=torch.float32)
     reading_loss = _sft(model, processor, Dataset.from_list(reading_examples(seed, 16 * reading_steps // 4)), seed,
                         reading_steps, 16, lr) if reading_steps else None
+    pointing_loss = _sft(model, processor, Dataset.from_list(pointing_examples(processor, seed, 32 * pointing_steps // 4)),
+                         seed, pointing_steps, 32, lr) if pointing_steps else None
     dataset = Dataset.from_list(sft_examples(processor, seed, frames))
     loss = _sft(model, processor, dataset, seed, steps, batch_size, lr)
     model.eval()
     model.save_pretrained(out)
     processor.save_pretrained(out)
-    return {"reading_steps": reading_steps, "reading_loss": reading_loss, "sft_steps": steps,
+    return {"reading_steps": reading_steps, "reading_loss": reading_loss, "pointing_steps": pointing_steps,
+            "pointing_loss": pointing_loss, "sft_steps": steps,
             "sft_examples": len(dataset), "sft_loss": loss}
 
 
@@ -340,7 +357,7 @@ def build_toy_base(out: str | Path | None = None, seed: int = 0, sft_steps: int 
     from omnidrive_r1.cache import build_atomically, cache_root, content_key
     from omnidrive_r1.toy.tiny import TINY_POLICY_CONFIG
 
-    key = content_key("toy-base-3", seed, sft_steps, sft_frames, clip_steps, BOX_MIX, TOY_CLIP_CONFIG,
+    key = content_key("toy-base-5", seed, sft_steps, sft_frames, clip_steps, BOX_MIX, TOY_CLIP_CONFIG,
                       TINY_POLICY_CONFIG, templates.QWEN2_5_VL_TOOLS)
     target = Path(out) if out else cache_root() / "models" / f"toy-base-s{seed}-{key}"
 
@@ -355,4 +372,4 @@ def build_toy_base(out: str | Path | None = None, seed: int = 0, sft_steps: int 
         (tmp / "build.json").write_text(json.dumps({"clip": clip, "policy": policy, "box_mix": BOX_MIX,
                                                     "seed": seed}, indent=2))
 
-    return build_atomically(target, build)
+    return build_atomically(target, build, key)

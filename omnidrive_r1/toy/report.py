@@ -15,8 +15,9 @@ import sys
 import time
 from pathlib import Path
 
+from omnidrive_r1.toy.toydrive import ensure_heldout
+
 VARIANTS = {"full": [], "no_clip": ["rewards.2.weight=0"]}
-TEST = "outputs/toydrive/drivelmm/test.json"
 
 
 def _run(args: list[str], log: Path) -> None:
@@ -32,7 +33,7 @@ def _run(args: list[str], log: Path) -> None:
 def _eval(model: Path, out: Path, tools: bool) -> dict:
     target = out / ("tools" if tools else "no_tools")
     if not (target / "summary.json").exists():
-        _run(["eval", "--model", str(model), "--data", TEST, "--out", str(target), "--overwrite",
+        _run(["eval", "--model", str(model), "--data", str(ensure_heldout()), "--out", str(target), "--overwrite",
               *([] if tools else ["--no-tools"])], out / f"eval-{target.name}.log")
     return json.loads((target / "summary.json").read_text())
 
@@ -68,10 +69,9 @@ def report(seeds: list[int], out: Path, doc: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from omnidrive_r1.toy.toydrive import ensure_toydrive
 
     base = Path("outputs/toy/base/policy")
-    ensure_toydrive("outputs/toydrive")  # the recipes' data: its test split is never trained on
+    ensure_heldout()
     _run(["models", "toy-base", "--out", "outputs/toy/base"], out / "toy-base.log")
     lines = ["| model | MCQ accuracy, tool (%) | MCQ accuracy, no tool (%) | tool calls / question | zoom IoU |",
              "|---|---|---|---|---|",
@@ -99,7 +99,7 @@ def report(seeds: list[int], out: Path, doc: Path) -> None:
     doc.write_text(
         "# Toy results\n\n"
         f"Written by `make toy-report` (`omnidrive_r1/toy/report.py`), seeds {seeds}, on toydrive's held-out test "
-        "split (`outputs/toydrive/drivelmm/test.json`, frames no training run saw). MCQ accuracy over the "
+        "set (`outputs/toydrive-heldout`, 60 frames generated from a seed no training run uses). MCQ accuracy over the "
         "multiple-choice rows; chance is 33.3% (three of the four options can be right). `no clip` trains with "
         "the `clip_grounding` weight set to 0. How the toy world and the base are built: `docs/toy.md`.\n\n"
         + "\n".join(lines) + f"\n\n![tool-call rate over training steps]({png.name})\n")

@@ -68,7 +68,7 @@ TINY_CLIP_CONFIG = {
 }
 TINY_CLIP_NAME = "omnidrive-tiny-clip"
 
-_BUILD_VERSION = "4"  # bump when the build recipe changes, so old caches are not reused
+_BUILD_VERSION = "6"  # bump when the build recipe changes, so old caches are not reused
 
 
 def tokenizer_corpus(seed: int = 0, frames: int = 256) -> list[str]:
@@ -80,12 +80,15 @@ def tokenizer_corpus(seed: int = 0, frames: int = 256) -> list[str]:
 
     from omnidrive_r1.prompts import SYSTEM_PROMPT
     from omnidrive_r1.tools.zoom_in import ZoomInTool
-    from omnidrive_r1.toy.toydrive import corpus_lines
+    from omnidrive_r1.toy.toydrive import corpus_lines, slot_boxes
 
     schema = json.dumps(get_json_schema(ZoomInTool.image_zoom_in_tool))
     rng = random.Random(seed)  # boxes with coordinates on the 28-pixel grid, in random combinations
     grid = ['"bbox_2d": [' + ", ".join(str(28 * rng.randrange(21)) for _ in range(4)) + "]" for _ in range(400)]
-    return [*[SYSTEM_PROMPT, schema, templates.QWEN2_5_VL_TOOLS] * 8, *grid, *corpus_lines(seed=seed, frames=frames)]
+    slots = [f'"bbox_2d": {box}' for kinds in slot_boxes().values() for box in kinds.values()] * 40
+    replies = [f"Zoomed view of image 0 ({colour} board), now image 1." for colour in ("yellow", "red")] * 40
+    return [*[SYSTEM_PROMPT, schema, templates.QWEN2_5_VL_TOOLS] * 8, *grid, *slots, *replies,
+            *corpus_lines(seed=seed, frames=frames)]
 
 
 def train_tiny_tokenizer(vocab_size: int, seed: int = 0):
@@ -94,12 +97,15 @@ def train_tiny_tokenizer(vocab_size: int, seed: int = 0):
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE(unk_token=None))
-    # Every run of digits is its own piece and may merge into one token: a grid coordinate is one token, so a box
-    # is four choices rather than digit arithmetic (digit-by-digit boxes did not learn in the toy's budget:
-    # docs/toy.md). Elsewhere merges may cross spaces: the system prompt and tool schema every prompt repeats
-    # shrink to a few tokens, which is most of the toy's compute.
+    # A box's coordinate list is a piece of its own, and the boxes the toy base writes (`slot_boxes`) are in the
+    # corpus often enough to become single tokens: the tiny policy makes one choice per box rather than four
+    # dependent ones (four-token boxes stayed near chance after 700 SFT steps: the coordinate after the first
+    # ignored it; docs/toy.md). Any other box falls apart into digit runs, each its own piece. Elsewhere merges may
+    # cross spaces: the system prompt and tool schema every prompt repeats shrink to a few tokens, which is most
+    # of the toy's compute. A camera name is a piece of its own too: merged into whole questions it left one
+    # opaque token per (question, colour, camera), and the policy could not learn where a named camera's board is.
     tok.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(r"[0-9]+"), behavior="isolated"),
+        pre_tokenizers.Split(Regex(r"CAM_[A-Z_]+|\[[0-9]+, [0-9]+, [0-9]+, [0-9]+\]|[0-9]+"), behavior="isolated"),
         pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
@@ -214,7 +220,7 @@ def build_tiny_policy(seed: int = 0, out_dir: str | Path | None = None, **overri
         model.save_pretrained(tmp)
         processor.save_pretrained(tmp)
 
-    return build_atomically(target, build)
+    return build_atomically(target, build, key)
 
 
 def build_tiny_clip(seed: int = 0, out_dir: str | Path | None = None) -> Path:
@@ -240,4 +246,4 @@ def build_tiny_clip(seed: int = 0, out_dir: str | Path | None = None) -> Path:
         model = open_clip.create_model(TINY_CLIP_NAME, pretrained=None)
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, tmp / "open_clip_model.safetensors")
 
-    return build_atomically(target, build)
+    return build_atomically(target, build, key)

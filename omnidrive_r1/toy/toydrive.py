@@ -77,6 +77,19 @@ def cell_boxes(frame_size: tuple[int, int], min_pixels: int = TOY_MIN_PIXELS,
             for r in range(mh // PATCH_FACTOR)]
 
 
+def slot_boxes(frame_size: tuple[int, int] = (3 * CAMERA_SIZE[0], 2 * CAMERA_SIZE[1])) -> dict[str, dict[str, list[int]]]:
+    """Per camera, the zoom boxes the toy base writes, in the policy's pixels: `on_target` (the slot's own cell)
+    and `too_large` (4x4 cells from the cell up and left of it, kept inside the image)."""
+    mw, mh = model_size(*frame_size, min_pixels=TOY_MIN_PIXELS, max_pixels=TOY_MAX_PIXELS)
+    cols, rows, cell = mw // PATCH_FACTOR, mh // PATCH_FACTOR, PATCH_FACTOR
+    boxes = {}
+    for cam, (c, r) in SLOTS.items():
+        c0, r0 = min(max(c - 1, 0), cols - 4), min(max(r - 1, 0), rows - 4)
+        boxes[cam] = {"on_target": [c * cell, r * cell, (c + 1) * cell, (r + 1) * cell],
+                      "too_large": [c0 * cell, r0 * cell, (c0 + 4) * cell, (r0 + 4) * cell]}
+    return boxes
+
+
 def usable_cells(camera_size: tuple[int, int] = CAMERA_SIZE) -> list[tuple[int, int, int, int]]:
     """Grid cells that lie inside one camera (a board never straddles two)."""
     cw, ch = camera_size
@@ -339,13 +352,21 @@ def _write_parquet(path: Path, rows: list[dict]):
 
 
 TOY_FRAMES = 48  # what recipes/toy/*.yaml generate (data.toydrive.frames)
+# The held-out evaluation set: its own seed (no training run uses it; the toy base draws its frames from a stream
+# of its own) and every frame in test.json. 60 frames, 480 questions, 300 of them multiple choice.
+HELDOUT = {"out": "outputs/toydrive-heldout", "frames": 60, "seed": 20261122}
 
 
-def ensure_toydrive(out: str | Path, frames: int = TOY_FRAMES, seed: int = 0) -> Path:
+def ensure_toydrive(out: str | Path, frames: int = TOY_FRAMES, seed: int = 0, test_fraction: float = 0.25) -> Path:
     """`out`, with toydrive generated there first if it holds none (by default the toy recipes' toydrive, so an
     evaluation run before training leaves the data training expects)."""
     out = Path(out)
     if not (out / "drivelmm" / "test.json").exists():
         print(f"generating toydrive into {out} ({frames} frames, seed {seed})")
-        generate(out, frames=frames, seed=seed)
+        generate(out, frames=frames, seed=seed, test_fraction=test_fraction)
     return out
+
+
+def ensure_heldout() -> Path:
+    """The held-out test file every toy evaluation uses by default (`HELDOUT`), generated on first use."""
+    return ensure_toydrive(HELDOUT["out"], HELDOUT["frames"], HELDOUT["seed"], test_fraction=1.0) / "drivelmm" / "test.json"
