@@ -178,6 +178,20 @@ def _box(kind: str, board: Board, other: Board, rng: random.Random, size: tuple[
     return boxes[board.camera]["too_large" if kind == "too_large" else "on_target"]
 
 
+def _question_rows(boards: list[Board]) -> list[tuple[Board, str, str]]:
+    """(board, question, answer) for the frame's multiple-choice and stage-1 questions."""
+    rows = [(q["board"], q["question"], q["final_answer"]) for q in questions(boards) if q["qnum"] in (2, 3, 4, 5, 8)]
+    return rows + [(b, *stage1_question(b)) for b in boards]
+
+
+def _zoom_turn(box: list[int], label: str) -> dict:
+    """The assistant turn that opens a zoom: one opening for every zoom (the tiny tokenizer makes whole repeated
+    sentences single tokens, and several openings would each lose to "I cannot ..." under greedy decoding)."""
+    return {"role": "assistant", "content": _text(ZOOM_THINK),
+            "tool_calls": [{"type": "function", "function": {"name": "image_zoom_in_tool",
+                                                              "arguments": {"bbox_2d": box, "label": label}}}]}
+
+
 def _system_with_tools(processor) -> str:
     """The system turn exactly as the chat template renders it with the zoom tool declared (TRL's SFT collator
     renders without a `tools` argument, so the tool block is carried in the system text)."""
@@ -216,9 +230,7 @@ def sft_examples(processor, seed: int, frames: int) -> list[dict]:
     examples = []
     for boards, frame in _frames(seed, frames):
         seen = as_seen(frame)
-        rows = [(q["board"], q["question"], q["final_answer"]) for q in questions(boards) if q["qnum"] in (2, 3, 4, 5, 8)]
-        rows += [(b, *stage1_question(b)) for b in boards]
-        for board, question, answer in rng.sample(rows, 2):
+        for board, question, answer in rng.sample(_question_rows(boards), 2):
             other = boards[1] if board is boards[0] else boards[0]
             offered = rng.random() >= NO_TOOL_SHARE
             kind = rng.choices(kinds, weights)[0] if offered else "no_zoom"
@@ -233,11 +245,7 @@ def sft_examples(processor, seed: int, frames: int) -> list[dict]:
                 label = f"{board.colour} board"
                 reply = tool.image_zoom_in_tool(bbox_2d=box, label=label)
                 messages += [
-                    # one opening for every zoom: the tiny tokenizer makes whole repeated sentences single tokens,
-                    # and twelve openings (colour x camera) would each lose to "I cannot ..." under greedy decoding
-                    {"role": "assistant", "content": _text(ZOOM_THINK),
-                     "tool_calls": [{"type": "function", "function": {"name": "image_zoom_in_tool",
-                                                                       "arguments": {"bbox_2d": box, "label": label}}}]},
+                    _zoom_turn(box, label),
                     # the tool turn as the template renders it (a user turn inside <tool_response>): TRL's SFT
                     # collator fills image placeholders of user turns only
                     {"role": "user", "content": [*_text("<tool_response>\n"), {"type": "image"},
@@ -294,16 +302,12 @@ def pointing_examples(processor, seed: int, n: int) -> list[dict]:
     examples = []
     for _ in range(n):
         boards = sample_boards(rng)
-        rows = [(q["board"], q["question"]) for q in questions(boards) if q["qnum"] in (2, 3, 4, 5, 8)]
-        rows += [(b, stage1_question(b)[0]) for b in boards]
-        board, question = rng.choice(rows)
+        board, question, _ = rng.choice(_question_rows(boards))
         other = boards[1] if board is boards[0] else boards[0]
         box = _box(rng.choices(kinds, weights)[0], board, other, rng, size)
-        call = {"type": "function", "function": {"name": "image_zoom_in_tool",
-                                                 "arguments": {"bbox_2d": box, "label": f"{board.colour} board"}}}
         examples.append({"messages": [{"role": "system", "content": _text(system)},
                                       {"role": "user", "content": _text(question)},
-                                      {"role": "assistant", "content": _text(ZOOM_THINK), "tool_calls": [call]}]})
+                                      _zoom_turn(box, f"{board.colour} board")]})
     return examples
 
 
