@@ -186,7 +186,8 @@ def cmd_eval(args) -> int:
         settings.max_completion_length = args.max_completion_length
     evaluate(args.model, args.data or _toy_test_set(), args.images_root, engine=args.engine, judge_config=judge,
              limit=args.limit, out=args.out or _default_out(args.model, None), batch_size=args.batch_size,
-             settings=settings, tools=not args.no_tools, overwrite=args.overwrite)
+             settings=settings, tools=not args.no_tools, overwrite=args.overwrite,
+             mcq_only=args.mcq_only)
     return 0
 
 
@@ -274,6 +275,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--judge-retries", type=int, default=4, help="retries per row on errors (default 4)")
     ev.add_argument("--judge-timeout", type=_positive_float, default=60.0, help="seconds per judge request (default 60)")
     ev.add_argument("--limit", type=_positive_int, help="evaluate only the first N rows")
+    ev.add_argument("--mcq-only", action="store_true",
+                    help="evaluate the multiple-choice rows only (the MCQ accuracy, in 60%% of the time on toydrive)")
     ev.add_argument("--out", help="output folder (default outputs/eval/<model>)")
     ev.add_argument("--overwrite", action="store_true",
                     help="replace an evaluation in --out that another model or other settings produced")

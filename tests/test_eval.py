@@ -153,6 +153,19 @@ def test_eval_end_to_end_with_judge_failures_and_resume(judge_server, toydrive_d
     assert summary["judged"] == 6 and summary["judge_failures"] == 0
 
 
+def test_mcq_only_evaluates_the_multiple_choice_rows_and_says_what_it_left_out(toydrive_dir, tiny_policy_dir,
+                                                                              tmp_path):
+    from omnidrive_r1.eval import run as run_mod
+    from omnidrive_r1.rollout import RolloutSettings
+
+    summary = run_mod.evaluate(str(tiny_policy_dir), str(toydrive_dir / "drivelmm" / "test.json"), out=str(tmp_path),
+                               settings=RolloutSettings(max_turns=1, max_completion_length=4), mcq_only=True)
+    rows = [json.loads(line) for line in (tmp_path / "rows.jsonl").read_text().splitlines()]
+    assert rows and all(row["is_mcq"] for row in rows)
+    assert summary["rows_evaluated"] == summary["mcq_rows"] == len(rows) == 5  # qnums 2, 3, 4, 5, 8 of one frame
+    assert summary["rows_skipped"] == {"open questions, left out by --mcq-only": 3}
+
+
 def test_zoom_iou_and_tool_metrics_in_the_summary():
     from omnidrive_r1.eval.report import summarise
     from omnidrive_r1.eval.run import score_record

@@ -147,8 +147,9 @@ def finish(records: list[dict], out: Path, *, judge_config, title: str, accounti
 
 def evaluate(model: str, data: str | Path, images_root: str | None = None, *, engine: str = "hf", judge_config=None,
              limit: int | None = None, out: str | Path = "outputs/eval", batch_size: int = 8, settings=None,
-             tools: bool = True, overwrite: bool = False) -> dict:
-    """Roll `model` out on the DriveLMM-o1 file `data` (with the tool unless `tools=False`) and score it."""
+             tools: bool = True, overwrite: bool = False, mcq_only: bool = False) -> dict:
+    """Roll `model` out on the DriveLMM-o1 file `data` (with the tool unless `tools=False`; its multiple-choice
+    rows only with `mcq_only`) and score it."""
     from tqdm.auto import tqdm
 
     from omnidrive_r1.data.loaders import load_drivelmm, read_drivelmm_rows
@@ -159,9 +160,14 @@ def evaluate(model: str, data: str | Path, images_root: str | None = None, *, en
     total_rows = len(read_drivelmm_rows(data))
     ds, report = load_drivelmm(data, images_root, limit=limit, skip_bad=True)
     print(report.summary())
+    open_rows = 0
+    if mcq_only:
+        open_rows = len(ds) - sum(ds["is_mcq"])
+        ds = ds.filter(lambda row: row["is_mcq"])
     claim_output_dir(out, {"model": str(Path(model).resolve()) if Path(model).exists() else model,
                            "weights": weights_identity(model), "engine": engine, "tools": tools,
-                           "settings": settings.__dict__, "data": str(Path(data).resolve()), "limit": limit}, overwrite)
+                           "settings": settings.__dict__, "data": str(Path(data).resolve()), "limit": limit,
+                           "mcq_only": mcq_only}, overwrite)
     generated = {r["idx"]: r for r in read_jsonl(out / "generations.jsonl")}
     todo = [i for i, idx in enumerate(ds["idx"]) if idx not in generated]
     if generated:
@@ -179,6 +185,8 @@ def evaluate(model: str, data: str | Path, images_root: str | None = None, *, en
     skipped = Counter(report.skipped)
     if limit and total_rows - report.rows_read:
         skipped["left out by --limit"] = total_rows - report.rows_read
+    if open_rows:
+        skipped["open questions, left out by --mcq-only"] = open_rows
     accounting = {"rows_in_test_set": total_rows, "skipped": dict(skipped), "engine": engine, "tools": tools,
                   "settings": settings.__dict__}
     return finish(records, out, judge_config=judge_config, title=Path(model).name if Path(model).exists() else model,

@@ -47,6 +47,13 @@ log = logging.getLogger(__name__)
 # 4x4 block around the board, in which the base cannot read the stripes; sometimes no zoom at all. Too large is
 # the most common, so the base's most likely box (what greedy decoding writes) is imperfect too.
 BOX_MIX = {"too_large": 0.45, "on_target": 0.3, "off_target": 0.15, "no_zoom": 0.1}
+# The crops the base learns to answer from (its last turn): mostly readable ones, so that reading a crop deep
+# in the conversation is learnt; the rest teach it to say when it cannot read and guess.
+READ_MIX = {"on_target": 0.6, "too_large": 0.25, "off_target": 0.15}
+# The toy base is the tiny policy with a third text layer: with two, it read a crop alone (1.00 on held-out
+# crops) but not the same crop after the frame and the question (0.60: diagonal stripes' direction lost);
+# with three it reads both (1.00). Measured in docs/toy.md.
+TOY_BASE_OVERRIDES = {"num_hidden_layers": 3}
 ZOOM_THINK = "<think>The stripes are too small to read here, so I zoom in on the board.</think>"
 NO_TOOL_SHARE = 0.1  # examples whose prompt offers no tool at all: the policy answers at once (and can only guess)
 TOY_CLIP_CONFIG = {
@@ -219,45 +226,58 @@ def _text(text: str) -> list[dict]:
     return [{"type": "text", "text": text}]
 
 
-def sft_examples(processor, seed: int, frames: int) -> list[dict]:
-    """iMCoT trajectories: the real zoom tool makes each crop, so crops and replies are exactly what RL sees."""
+def _final_turn(kind: str, board: Board, answer: str, rng: random.Random) -> dict:
+    """The assistant's last turn: read the board when the crop shows it, else say so and guess honestly."""
+    if kind == "on_target":
+        think = reading(board)
+    else:
+        think = f"I cannot make out the stripes on the {board.colour} board."
+        answer = _guess(answer, rng)
+    return {"role": "assistant", "content": _text(f"<think>{think}</think><answer>{answer}</answer>")}
+
+
+def protocol_examples(processor, seed: int, frames: int, reading_only: bool = False) -> list[dict]:
+    """iMCoT trajectories as prompt-completion pairs, one per assistant turn, so that where the base zooms and
+    what it does with the crop it gets are two separate mixes: the first turn's box follows `BOX_MIX`; the last
+    turn follows the crop of a `READ_MIX` box. Crops and replies come from the real zoom tool, so they are
+    exactly what RL sees. `reading_only`: only last turns after an on-target zoom (reading a crop deep in the
+    conversation needs far more examples than the mix holds: `docs/toy.md`)."""
     from omnidrive_r1.prompts import SYSTEM_PROMPT
     from omnidrive_r1.tools.zoom_in import ZoomInTool
 
     rng = random.Random(seed)
     system = _system_with_tools(processor)
-    kinds, weights = zip(*BOX_MIX.items())
+    box_kinds, box_weights = zip(*BOX_MIX.items())
+    read_kinds, read_weights = zip(*(READ_MIX.items() if not reading_only else [("on_target", 1.0)]))
     examples = []
-    for boards, frame in _frames(seed, frames):
+    for boards, frame in _frames(seed ^ 0x4EAD if reading_only else seed, frames):
         seen = as_seen(frame)
         for board, question, answer in rng.sample(_question_rows(boards), 2):
             other = boards[1] if board is boards[0] else boards[0]
-            offered = rng.random() >= NO_TOOL_SHARE
-            kind = rng.choices(kinds, weights)[0] if offered else "no_zoom"
-            messages = [{"role": "system", "content": _text(system if offered else SYSTEM_PROMPT)},
-                        {"role": "user", "content": [{"type": "image"}, *_text(question)]}]
-            images = [seen]
-            if kind != "no_zoom":
-                box = _box(kind, board, other, rng, frame.size)
-                tool = ZoomInTool(min_pixels=TOY_MIN_PIXELS, max_pixels=TOY_MAX_PIXELS,
-                                  max_crop_pixels=TOY_MAX_CROP_PIXELS)
-                tool.reset(image=frame)
-                label = f"{board.colour} board"
-                reply = tool.image_zoom_in_tool(bbox_2d=box, label=label)
-                messages += [
-                    _zoom_turn(box, label),
-                    # the tool turn as the template renders it (a user turn inside <tool_response>): TRL's SFT
-                    # collator fills image placeholders of user turns only
-                    {"role": "user", "content": [*_text("<tool_response>\n"), {"type": "image"},
-                                                 *_text(reply[1]["text"] + "\n</tool_response>")]}]
-                images.append(reply[0]["image"])
-            if kind == "on_target":
-                think = reading(board)
-            else:  # the stripes cannot be read: an honest guess among the meanings
-                think = f"I cannot make out the stripes on the {board.colour} board."
-                answer = _guess(answer, rng)
-            messages.append({"role": "assistant", "content": _text(f"<think>{think}</think><answer>{answer}</answer>")})
-            examples.append({"messages": messages, "images": images})
+            offered = reading_only or rng.random() >= NO_TOOL_SHARE
+            prompt = [{"role": "system", "content": _text(system if offered else SYSTEM_PROMPT)},
+                      {"role": "user", "content": [{"type": "image"}, *_text(question)]}]
+            kind = rng.choices(box_kinds, box_weights)[0] if offered else "no_zoom"
+            label = f"{board.colour} board"
+            if kind == "no_zoom":  # answers at once, and can only guess
+                examples.append({"prompt": prompt, "completion": [_final_turn(kind, board, answer, rng)],
+                                 "images": [seen]})
+                continue
+            if not reading_only:
+                examples.append({"prompt": prompt, "images": [seen],
+                                 "completion": [_zoom_turn(_box(kind, board, other, rng, frame.size), label)]})
+            kind = rng.choices(read_kinds, read_weights)[0]
+            box = _box(kind, board, other, rng, frame.size)
+            tool = ZoomInTool(min_pixels=TOY_MIN_PIXELS, max_pixels=TOY_MAX_PIXELS, max_crop_pixels=TOY_MAX_CROP_PIXELS)
+            tool.reset(image=frame)
+            reply = tool.image_zoom_in_tool(bbox_2d=box, label=label)
+            prompt = [*prompt, _zoom_turn(box, label),
+                      # the tool turn as the template renders it (a user turn inside <tool_response>): TRL's SFT
+                      # collator fills image placeholders of user turns only
+                      {"role": "user", "content": [*_text("<tool_response>\n"), {"type": "image"},
+                                                   *_text(reply[1]["text"] + "\n</tool_response>")]}]
+            examples.append({"prompt": prompt, "completion": [_final_turn(kind, board, answer, rng)],
+                             "images": [seen, reply[0]["image"]]})
     rng.shuffle(examples)
     return examples
 
@@ -317,18 +337,28 @@ def _sft(model, processor, dataset, seed: int, steps: int, batch_size: int, lr: 
     from trl import SFTConfig, SFTTrainer
 
     with tempfile.TemporaryDirectory() as work:
+        # loss on the assistant's tokens only: `messages` rows mask the rest through the chat template's
+        # generation marks, prompt-completion rows through TRL's completion mask
         args = SFTConfig(output_dir=work, max_steps=steps, per_device_train_batch_size=batch_size, learning_rate=lr,
                          lr_scheduler_type="cosine", warmup_steps=0.05, weight_decay=0.0, max_grad_norm=1.0,
-                         assistant_only_loss=True, max_length=None, logging_steps=max(1, steps // 10),
+                         assistant_only_loss="messages" in dataset.column_names,
+                         completion_only_loss="prompt" in dataset.column_names, max_length=None, logging_steps=max(1, steps // 10),
                          save_strategy="no", report_to=[], use_cpu=True, bf16=False, seed=seed,
                          dataloader_num_workers=0)
         return SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=processor).train().training_loss
 
 
-def train_policy(out: Path, seed: int, steps: int, frames: int, batch_size: int = 8, lr: float = 3e-3,
-                 reading_steps: int = 300, pointing_steps: int = 300) -> dict:
-    """The tiny policy, fine-tuned with TRL's SFTTrainer on assistant tokens only: first reading crops and
-    pointing at a named camera's board (short conversations), then whole tool-use trajectories."""
+# SFT steps per phase (`train_policy`); each phase sees every example once
+PHASE_STEPS = {"reading": 200, "context": 300, "pointing": 200, "protocol": 300}
+
+
+def train_policy(out: Path, seed: int, steps: dict | None = None, batch_size: int = 8, lr: float = 3e-3) -> dict:
+    """The tiny policy (with `TOY_BASE_OVERRIDES`), fine-tuned with TRL's SFTTrainer on assistant tokens only, in
+    four phases (`PHASE_STEPS`): reading a crop alone; reading it after the frame and the question; pointing at
+    a named camera's board (text only); then the protocol's turns with `BOX_MIX` and `READ_MIX`. Every example
+    is seen once: repeated ones were learnt by heart (a crop read alone: 0.80 on held-out crops after 4 epochs
+    of 1,200 examples, 1.00 after one epoch of 4,800). The order matters: reading in context after pointing
+    undid the pointing (`docs/toy.md`)."""
     import torch
     from datasets import Dataset
     from transformers import AutoModelForImageTextToText, AutoProcessor
@@ -336,33 +366,47 @@ def train_policy(out: Path, seed: int, steps: int, frames: int, batch_size: int 
     from omnidrive_r1 import templates
     from omnidrive_r1.toy.tiny import build_tiny_policy
 
-    start = build_tiny_policy(seed)
+    steps = {**PHASE_STEPS, **(steps or {})}
+    start = build_tiny_policy(seed, **TOY_BASE_OVERRIDES)
     processor = templates.install(AutoProcessor.from_pretrained(start, min_pixels=TOY_MIN_PIXELS,
                                                                 max_pixels=TOY_MAX_PIXELS))
     model = AutoModelForImageTextToText.from_pretrained(start, dtype=torch.float32)
-    reading_loss = _sft(model, processor, Dataset.from_list(reading_examples(seed, 16 * reading_steps // 4)), seed,
-                        reading_steps, 16, lr) if reading_steps else None
-    pointing_loss = _sft(model, processor, Dataset.from_list(pointing_examples(processor, seed, 32 * pointing_steps // 4)),
-                         seed, pointing_steps, 32, lr) if pointing_steps else None
-    dataset = Dataset.from_list(sft_examples(processor, seed, frames))
-    loss = _sft(model, processor, dataset, seed, steps, batch_size, lr)
+    phases = {  # name: (examples, batch size); two questions per frame, about two examples per question
+        "reading": (lambda n: reading_examples(seed, 16 * n), 16),
+        "context": (lambda n: protocol_examples(processor, seed, batch_size * n // 2, reading_only=True), batch_size),
+        "pointing": (lambda n: pointing_examples(processor, seed, 32 * n), 32),
+        "protocol": (lambda n: protocol_examples(processor, seed, batch_size * n // 4 + 1), batch_size),
+    }
+    record = {}
+    for name, (examples, batch) in phases.items():
+        if steps[name]:
+            log.info(f"toy base policy, {name} phase: {steps[name]} steps of {batch}")
+            dataset = Dataset.from_list(examples(steps[name]))
+            record[name] = {"steps": steps[name], "examples": len(dataset),
+                            "loss": _sft(model, processor, dataset, seed, steps[name], batch, lr)}
     model.eval()
     model.save_pretrained(out)
     processor.save_pretrained(out)
-    return {"reading_steps": reading_steps, "reading_loss": reading_loss, "pointing_steps": pointing_steps,
-            "pointing_loss": pointing_loss, "sft_steps": steps,
-            "sft_examples": len(dataset), "sft_loss": loss}
+    return record
 
 
-def build_toy_base(out: str | Path | None = None, seed: int = 0, sft_steps: int = 400, sft_frames: int = 800,
-                   clip_steps: int = 300) -> Path:
-    """Build (or reuse) the toy CLIP and the toy base policy into `out` (default: the cache)."""
+def toy_base_key(seed: int = 0, steps: dict | None = None, clip_steps: int = 300) -> str:
+    """The content key of a toy base build: everything the bytes depend on."""
     from omnidrive_r1 import templates
-    from omnidrive_r1.cache import build_atomically, cache_root, content_key
+    from omnidrive_r1.cache import content_key
     from omnidrive_r1.toy.tiny import TINY_POLICY_CONFIG
 
-    key = content_key("toy-base-5", seed, sft_steps, sft_frames, clip_steps, BOX_MIX, TOY_CLIP_CONFIG,
-                      TINY_POLICY_CONFIG, templates.QWEN2_5_VL_TOOLS)
+    return content_key("toy-base-8", seed, {**PHASE_STEPS, **(steps or {})}, clip_steps, BOX_MIX, READ_MIX,
+                       TOY_CLIP_CONFIG, TINY_POLICY_CONFIG, TOY_BASE_OVERRIDES, templates.QWEN2_5_VL_TOOLS)
+
+
+def build_toy_base(out: str | Path | None = None, seed: int = 0, steps: dict | None = None,
+                   clip_steps: int = 300) -> Path:
+    """Build (or reuse) the toy CLIP and the toy base policy into `out` (default: the cache). `steps` overrides
+    `PHASE_STEPS` (the tests build a small base that way)."""
+    from omnidrive_r1.cache import build_atomically, cache_root
+
+    key = toy_base_key(seed, steps, clip_steps)
     target = Path(out) if out else cache_root() / "models" / f"toy-base-s{seed}-{key}"
 
     def build(tmp: Path):
@@ -371,9 +415,8 @@ def build_toy_base(out: str | Path | None = None, seed: int = 0, sft_steps: int 
         clip = train_clip(tmp / "clip", seed, clip_steps)
         log.info(f"toy CLIP: held-out caption retrieval {clip['caption_retrieval_accuracy']:.2f} "
                  f"(chance {clip['chance']:.2f})")
-        log.info("toy base policy: supervised fine-tuning on toydrive iMCoT trajectories")
-        policy = train_policy(tmp / "policy", seed, sft_steps, sft_frames)
+        policy = train_policy(tmp / "policy", seed, steps)
         (tmp / "build.json").write_text(json.dumps({"clip": clip, "policy": policy, "box_mix": BOX_MIX,
-                                                    "seed": seed}, indent=2))
+                                                    "read_mix": READ_MIX, "seed": seed}, indent=2))
 
     return build_atomically(target, build, key)

@@ -13,11 +13,15 @@ log = logging.getLogger(__name__)
 def ensure_toy_models(out: str | Path, seed: int = 0) -> Path:
     """`out` holding the toy base policy and the toy CLIP; built (minutes, once per machine) or copied from the
     cache when missing. A folder that holds other files is never written into."""
-    from omnidrive_r1.toy.base import build_toy_base
+    from omnidrive_r1.toy.base import build_toy_base, toy_base_key
 
     out = Path(out)
+    marker = out / ".complete"  # copied from the cache with the build's content key
+    if marker.exists() and marker.read_text().strip() != toy_base_key(seed):
+        log.warning(f"{out} holds a toy base built by another version of the recipe; replacing it")
+        shutil.rmtree(out)
     if (out / "policy" / "config.json").exists() and (out / "clip" / "open_clip_config.json").exists():
-        _save_rollout_settings(out / "policy")
+        _save_rollout_settings(out / "policy")  # ours, or a folder of the user's (no marker): used as it is
         return out
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out} holds files that are not a toy base; choose an empty or new folder")
