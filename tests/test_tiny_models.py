@@ -172,32 +172,28 @@ def test_a_build_made_by_another_recipe_is_rebuilt_not_reused(tmp_path):
     assert (tmp_path / "mine" / "notes.txt").exists()
 
 
+def _toy_base_folder(path, config: str, marker: str | None):
+    (path / "policy").mkdir(parents=True)
+    (path / "clip").mkdir()
+    (path / "policy" / "config.json").write_text(config)
+    (path / "clip" / "open_clip_config.json").write_text("{}")
+    if marker is not None:
+        (path / ".complete").write_text(marker + "\n")
+    return path
+
+
 def test_a_toy_base_folder_from_an_older_recipe_is_replaced_and_a_users_own_is_kept(tmp_path, monkeypatch):
     from omnidrive_r1.toy import base, models
 
-    built = tmp_path / "cache-build"
-    (built / "policy").mkdir(parents=True)
-    (built / "clip").mkdir()
-    (built / "policy" / "config.json").write_text("{}")
-    (built / "clip" / "open_clip_config.json").write_text("{}")
-    (built / ".complete").write_text(base.toy_base_key(0) + "\n")
+    built = _toy_base_folder(tmp_path / "cache-build", "{}", base.toy_base_key(0))
     calls = []
     monkeypatch.setattr(base, "build_toy_base", lambda seed=0: calls.append(seed) or built)
     monkeypatch.setattr(models, "_save_rollout_settings", lambda policy: None)
 
-    old = tmp_path / "old"
-    (old / "policy").mkdir(parents=True)
-    (old / "clip").mkdir()
-    (old / "policy" / "config.json").write_text('{"old": true}')
-    (old / "clip" / "open_clip_config.json").write_text("{}")
-    (old / ".complete").write_text("another-recipe\n")
+    old = _toy_base_folder(tmp_path / "old", '{"old": true}', "another-recipe")
     models.ensure_toy_models(old)
     assert calls == [0] and (old / "policy" / "config.json").read_text() == "{}"  # the current build, copied
 
-    mine = tmp_path / "mine"  # a folder the user filled (no marker): used as it is
-    (mine / "policy").mkdir(parents=True)
-    (mine / "clip").mkdir()
-    (mine / "policy" / "config.json").write_text('{"mine": true}')
-    (mine / "clip" / "open_clip_config.json").write_text("{}")
+    mine = _toy_base_folder(tmp_path / "mine", '{"mine": true}', None)  # filled by the user: used as it is
     models.ensure_toy_models(mine)
     assert calls == [0] and (mine / "policy" / "config.json").read_text() == '{"mine": true}'
