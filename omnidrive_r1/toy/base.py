@@ -120,6 +120,7 @@ def train_clip(out: Path, seed: int, steps: int = 300, batch_size: int = 64, fra
     import open_clip
     import torch
     from safetensors.torch import save_file
+    from tqdm.auto import tqdm
 
     (out / "open_clip_config.json").write_text(json.dumps({"model_cfg": TOY_CLIP_CONFIG, "preprocess_cfg": {}},
                                                           indent=2))
@@ -127,14 +128,14 @@ def train_clip(out: Path, seed: int, steps: int = 300, batch_size: int = 64, fra
     model, _, preprocess = open_clip.create_model_and_transforms(f"local-dir:{out}")
     tokenizer = open_clip.get_tokenizer(f"local-dir:{out}")
     pairs = _clip_pairs(seed, frames)
-    images = torch.stack([preprocess(im) for im, _ in pairs])
+    images = torch.stack([preprocess(im) for im, _ in tqdm(pairs, desc="toy CLIP images")])
     texts = tokenizer([t for _, t in pairs])
     loss_fn = open_clip.ClipLoss()
     optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.05)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=2e-3, total_steps=steps, pct_start=0.1)
     rng = torch.Generator().manual_seed(seed)
     model.train()
-    for _ in range(steps):
+    for _ in tqdm(range(steps), desc="toy CLIP steps"):
         pick = torch.randperm(len(pairs), generator=rng)[:batch_size]
         caption = [pairs[i][1] for i in pick.tolist()]
         # one caption per image in a batch: InfoNCE must not push apart two copies of the same caption
