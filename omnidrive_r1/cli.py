@@ -356,10 +356,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 class _MainRankOnly(logging.Filter):
-    """Under `accelerate launch` every rank runs the same code: only rank 0 speaks (errors excepted)."""
+    """Under `accelerate launch` every rank runs the same code: only rank 0 speaks (errors, and records logged
+    with `extra={"all_ranks": True}`, excepted)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return record.levelno >= logging.ERROR or os.environ.get("RANK", "0") == "0"
+        return (record.levelno >= logging.ERROR or os.environ.get("RANK", "0") == "0"
+                or getattr(record, "all_ranks", False))
 
 
 class _Plain(logging.Formatter):

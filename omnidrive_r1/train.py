@@ -7,6 +7,7 @@ ToolGRPOTrainer -> outputs/<preset>/<stage>/{final/, metrics.jsonl, curves.png, 
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import logging
@@ -152,6 +153,7 @@ def load_policy(recipe: RecipeArguments, model_args, vllm_dir: str | Path | None
     from omnidrive_r1 import templates
 
     source = recipe.init_from or model_args.model_name_or_path
+    log.info(f"policy: starting from {source}")
     processor = AutoProcessor.from_pretrained(source, min_pixels=recipe.image_min_pixels,
                                               max_pixels=recipe.image_max_pixels,
                                               revision=model_args.model_revision)
@@ -164,6 +166,55 @@ def load_policy(recipe: RecipeArguments, model_args, vllm_dir: str | Path | None
         with main_process_first() if main_process_first else contextlib.nullcontext():
             model.name_or_path = model.config._name_or_path = str(vllm_model_dir(source, processor, vllm_dir))
     return model, processor
+
+
+def lora_config(model_args):
+    """TRL's LoRA config from the recipe, with default target modules: PEFT knows none for Qwen2.5-VL and stops
+    ("Please specify `target_modules`"), so `use_peft=true` alone adapts the language model's attention and MLP
+    projections (`LORA_TARGETS`, what `--plan` counts). The vision tower's blocks reuse the MLP names; the
+    pattern leaves them frozen. Set `lora_target_modules` to choose others."""
+    import dataclasses
+
+    from trl import get_peft_config
+
+    from omnidrive_r1.plan import LORA_TARGETS
+
+    if model_args.use_peft and not model_args.lora_target_modules:
+        model_args = dataclasses.replace(
+            model_args, lora_target_modules=rf"^(?!.*\bvisual\b).*\.({'|'.join(LORA_TARGETS)})$")
+    return get_peft_config(model_args)
+
+
+@contextlib.contextmanager
+def zero3_init_off():
+    """Build models in this process alone: under ZeRO-3, transformers partitions every model it creates across
+    all ranks as it is built, which waits forever for ranks that are not loading it too (seen: the main
+    process merging the LoRA adapter hung at the end of `make rehearse`'s zero3-lora-vllm)."""
+    from transformers.integrations import deepspeed as hf_deepspeed
+
+    ref = getattr(hf_deepspeed, "_hf_deepspeed_config_weak_ref", None)  # transformers keeps the live config there
+    active = ref() if ref is not None else None
+    hf_deepspeed.unset_hf_deepspeed_config()
+    try:
+        yield
+    finally:
+        if active is not None:
+            hf_deepspeed.set_hf_deepspeed_config(active)
+
+
+def merge_adapter(source: str | Path, adapter: Path, out: Path, model_args) -> None:
+    """Write `out`, a plain model directory: `source`'s weights with the LoRA adapter in `adapter` merged in.
+
+    Merging the training model in place is not enough: under ZeRO-3 its parameters are partitioned, and the
+    main process alone saved empty embedding and output tensors (`make rehearse`, configuration zero3-lora).
+    The adapter saved by the trainer is whole; the starting weights are read again from disk."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForImageTextToText
+
+    dtype = model_args.dtype if model_args.dtype in ("auto", None) else getattr(torch, model_args.dtype)
+    base = AutoModelForImageTextToText.from_pretrained(source, dtype=dtype, revision=model_args.model_revision)
+    PeftModel.from_pretrained(base, adapter).merge_and_unload().save_pretrained(out)
 
 
 def setup_wandb(recipe: RecipeArguments, grpo, is_main_process: bool) -> None:
@@ -218,7 +269,6 @@ def train(recipe_path: str | Path, overrides: list[str] = ()) -> Path:
     resume = resolve_resume(grpo)
 
     from accelerate import PartialState
-    from trl import get_peft_config
 
     from omnidrive_r1.metrics import CurvesCallback
     from omnidrive_r1.rewards import build_rewards
@@ -248,7 +298,7 @@ def train(recipe_path: str | Path, overrides: list[str] = ()) -> Path:
                                    state.main_process_first)
     trainer = ToolGRPOTrainer(
         model=model, reward_funcs=reward_funcs, args=grpo, train_dataset=dataset, processing_class=processor,
-        environment_factory=factory, peft_config=get_peft_config(model_args), on_bad_reward=recipe.on_bad_reward,
+        environment_factory=factory, peft_config=lora_config(model_args), on_bad_reward=recipe.on_bad_reward,
         callbacks=[CurvesCallback(grpo.output_dir)],
     )
     log.info(f"distributed: {describe_distributed(trainer.accelerator)}")
@@ -261,10 +311,13 @@ def train(recipe_path: str | Path, overrides: list[str] = ()) -> Path:
     trainer.train(resume_from_checkpoint=resume)
 
     final = Path(grpo.output_dir) / "final"
-    if model_args.use_peft:  # final/ is a plain model directory: merge the adapters in
-        merged = trainer.accelerator.unwrap_model(trainer.model).merge_and_unload()
+    if model_args.use_peft:  # final/ is a plain model directory: the adapters merged into the starting weights
+        adapter = Path(grpo.output_dir) / "final_adapter"
+        trainer.save_model(str(adapter))  # every rank: under ZeRO-3 this gathers the shards
         if trainer.accelerator.is_main_process:
-            merged.save_pretrained(final)
+            with zero3_init_off():
+                merge_adapter(recipe.init_from or model_args.model_name_or_path, adapter, final, model_args)
+        trainer.accelerator.wait_for_everyone()
     else:
         trainer.save_model(str(final))
     if trainer.accelerator.is_main_process:

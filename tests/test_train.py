@@ -282,3 +282,82 @@ def test_a_budget_that_cannot_hold_one_zoom_is_refused(tiny):
     recipe, grpo, model = parse_recipe(TOY1, [*tiny, "max_completion_length=128",
                                               "tools=[{name: zoom_in, max_crop_pixels: 12544}]"])
     check_recipe(recipe, grpo, model)  # a crop of at most 16 tokens fits
+
+
+def test_use_peft_alone_adapts_the_language_model_projections_and_not_the_vision_tower(tiny_policy_dir):
+    # PEFT has no default target modules for Qwen2.5-VL: `use_peft=true` without lora_target_modules stopped
+    # with "Please specify `target_modules`"
+    import torch
+    from peft import get_peft_model
+    from transformers import AutoModelForImageTextToText
+    from trl import ModelConfig
+
+    from omnidrive_r1.plan import LORA_TARGETS
+    from omnidrive_r1.train import lora_config
+
+    model = AutoModelForImageTextToText.from_pretrained(tiny_policy_dir, dtype=torch.float32)
+    peft_model = get_peft_model(model, lora_config(ModelConfig(use_peft=True, lora_r=4)))
+    adapted = {name.rsplit(".lora_A", 1)[0] for name, _ in peft_model.named_parameters() if ".lora_A." in name}
+    layers = model.config.text_config.num_hidden_layers
+    assert len(adapted) == layers * len(LORA_TARGETS)
+    assert not [n for n in adapted if "visual" in n]
+    assert all(n.rsplit(".", 1)[-1] in LORA_TARGETS for n in adapted)
+    # an explicit choice is kept
+    chosen = lora_config(ModelConfig(use_peft=True, lora_target_modules=["q_proj", "v_proj"]))
+    assert chosen.target_modules == {"q_proj", "v_proj"}
+    assert lora_config(ModelConfig(use_peft=False)) is None
+
+
+def test_final_of_a_lora_run_is_the_starting_weights_with_the_saved_adapter_merged_in(tiny_policy_dir, tmp_path):
+    # under ZeRO-3 the in-place merge saved empty embedding and output tensors; the merge now reads the
+    # adapter the trainer saved and the starting weights from disk
+    import torch
+    from peft import get_peft_model
+    from transformers import AutoModelForImageTextToText
+    from trl import ModelConfig
+
+    from omnidrive_r1.train import lora_config, merge_adapter
+
+    model_args = ModelConfig(use_peft=True, lora_r=4, dtype="float32")
+    torch.manual_seed(0)
+    peft_model = get_peft_model(AutoModelForImageTextToText.from_pretrained(tiny_policy_dir, dtype=torch.float32),
+                                lora_config(model_args))
+    with torch.no_grad():  # a trained adapter: B is no longer zero
+        for name, p in peft_model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.05)
+    peft_model.save_pretrained(tmp_path / "adapter")
+    expected = {k: v.clone() for k, v in peft_model.merge_and_unload().state_dict().items()}
+
+    merge_adapter(tiny_policy_dir, tmp_path / "adapter", tmp_path / "final", model_args)
+    merged, info = AutoModelForImageTextToText.from_pretrained(tmp_path / "final", dtype=torch.float32,
+                                                               output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"]
+    got = merged.state_dict()
+    assert got.keys() == expected.keys()
+    base = AutoModelForImageTextToText.from_pretrained(tiny_policy_dir, dtype=torch.float32).state_dict()
+    assert [k for k in got if "q_proj" in k and not torch.equal(got[k], base[k])]  # the adapter is in
+    for k in expected:
+        torch.testing.assert_close(got[k], expected[k])
+
+
+def test_the_adapter_merge_builds_its_model_outside_zero3_and_zero3_stays_on_after():
+    # under ZeRO-3 a model the main process builds alone is partitioned across ranks that never join: the
+    # merge at the end of a LoRA run hung
+    from transformers.integrations.deepspeed import (HfDeepSpeedConfig, is_deepspeed_zero3_enabled,
+                                                     unset_hf_deepspeed_config)
+
+    from omnidrive_r1.train import zero3_init_off
+
+    config = HfDeepSpeedConfig({"zero_optimization": {"stage": 3}, "train_batch_size": 1})
+    try:
+        assert is_deepspeed_zero3_enabled()
+        with zero3_init_off():
+            assert not is_deepspeed_zero3_enabled()
+        assert is_deepspeed_zero3_enabled()
+    finally:
+        unset_hf_deepspeed_config()
+    del config
+    with zero3_init_off():  # and without DeepSpeed it changes nothing
+        assert not is_deepspeed_zero3_enabled()
+    assert not is_deepspeed_zero3_enabled()
