@@ -344,8 +344,11 @@ def test_final_of_a_lora_run_is_the_starting_weights_with_the_saved_adapter_merg
 def test_the_adapter_merge_builds_its_model_outside_zero3_and_zero3_stays_on_after():
     # under ZeRO-3 a model the main process builds alone is partitioned across ranks that never join: the
     # merge at the end of a LoRA run hung
-    from transformers.integrations.deepspeed import (HfDeepSpeedConfig, is_deepspeed_zero3_enabled,
-                                                     unset_hf_deepspeed_config)
+    from transformers.integrations.deepspeed import (
+        HfDeepSpeedConfig,
+        is_deepspeed_zero3_enabled,
+        unset_hf_deepspeed_config,
+    )
 
     from omnidrive_r1.train import zero3_init_off
 
