@@ -206,7 +206,7 @@ def merge_adapter(source: str | Path, adapter: Path, out: Path, model_args) -> N
     """Write `out`, a plain model directory: `source`'s weights with the LoRA adapter in `adapter` merged in.
 
     Merging the training model in place is not enough: under ZeRO-3 its parameters are partitioned, and the
-    main process alone saved empty embedding and output tensors (`make rehearse`, configuration zero3-lora).
+    main process alone saved empty embedding and output tensors (`make rehearse`, zero3-lora-vllm).
     The adapter saved by the trainer is whole; the starting weights are read again from disk."""
     import torch
     from peft import PeftModel
