@@ -69,17 +69,18 @@ def prepare(out: Path) -> tuple[Path, Path]:
     """The tiny models and toydrive data, built once before any launch: under ZeRO-3 a model built from
     scratch inside the launched processes would be partitioned while it is being created."""
     from omnidrive_r1.toy.tiny import build_tiny_clip, build_tiny_policy
-    from omnidrive_r1.toy.toydrive import generate
+    from omnidrive_r1.toy.toydrive import ensure_toydrive
 
     models = out / "models"
     if not (models / "policy" / "config.json").exists():
         build_tiny_policy(0, models / "policy")
     if not (models / "clip").exists():
         build_tiny_clip(0, models / "clip")
-    data = out / "toydrive"
-    if not (data / "drivelmm" / "train.json").exists():
-        generate(data, frames=8, seed=3)
-    return models, data
+    return models, ensure_toydrive(out / "toydrive", frames=8, seed=3)
+
+
+def stage_dir(out: Path, run: Rehearsal, stage: int) -> Path:
+    return out / run.name / f"stage{stage}"
 
 
 def command(python: Path, run: Rehearsal, stage: int, models: Path, data: Path, out: Path) -> list[str]:
@@ -88,12 +89,12 @@ def command(python: Path, run: Rehearsal, stage: int, models: Path, data: Path, 
     args = [str(accelerate), "launch", "--config_file", f"recipes/accelerate/{run.zero}.yaml",
             "--num_processes", str(PROCESSES), "--mixed_precision", "no", "-m", "omnidrive_r1.cli",
             "train", str(RECIPES / f"stage{stage}.yaml"), *CPU_OVERRIDES, *SIZES,
-            f"output_dir={out / run.name / f'stage{stage}'}", "overwrite_output_dir=true",
+            f"output_dir={stage_dir(out, run, stage)}", "overwrite_output_dir=true",
             f"rewards.2.model_name=local-dir:{models / 'clip'}", f"use_vllm={str(run.vllm).lower()}"]
     if stage == 1:
         args += [f"model_name_or_path={models / 'policy'}", f"data.path={data / 'deepeyes' / 'train.parquet'}"]
     else:
-        final1 = out / run.name / "stage1" / "final"
+        final1 = stage_dir(out, run, 1) / "final"
         args += [f"init_from={final1}", f"model_name_or_path={final1}",
                  f"data.path={data / 'drivelmm' / 'train.json'}", f"data.images_root={data / 'drivelmm'}"]
     return args + (LORA if run.lora else [])
@@ -150,6 +151,8 @@ def rehearse(runs: list[Rehearsal], out: Path) -> dict:
     models, data = prepare(out)
     vllm = vllm_python()
     results = {}
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1"),
+           "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), "WANDB_MODE": "offline"}
     for run in runs:
         python = vllm if run.vllm else Path(sys.executable)
         if run.vllm and vllm is None:
@@ -158,8 +161,6 @@ def rehearse(runs: list[Rehearsal], out: Path) -> dict:
             log_path = out / run.name / f"stage{stage}.log"
             log_path.parent.mkdir(parents=True, exist_ok=True)
             args = command(python, run, stage, models, data, out)
-            env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1"),
-                   "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), "WANDB_MODE": "offline"}
             print(f"[{run.name}] stage {stage}: {' '.join(args[:8])} ... (log: {log_path})", flush=True)
             t0 = time.time()
             with log_path.open("w") as f:
@@ -170,9 +171,9 @@ def rehearse(runs: list[Rehearsal], out: Path) -> dict:
             if code:
                 raise RehearsalError(f"[{run.name}] stage {stage} failed (exit {code}); from {log_path}:\n"
                                      + failure_lines(text))
-            init = out / run.name / "stage1" / "final" if stage == 2 else None
+            init = stage_dir(out, run, 1) / "final" if stage == 2 else None
             shown = check_log(text, run, stage, init)
-            shown.append(check_final(out / run.name / f"stage{stage}" / "final"))
+            shown.append(check_final(stage_dir(out, run, stage) / "final"))
             for line in shown:
                 print(f"    {line}", flush=True)
             results[f"{run.name}/stage{stage}"] = {"seconds": round(time.time() - t0, 1), "checks": shown}

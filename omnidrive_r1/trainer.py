@@ -97,7 +97,7 @@ def collapse_image_pads(ids: list[int], pad: int) -> list[int]:
     return [t for i, t in enumerate(ids) if not (t == pad and i and ids[i - 1] == pad)]
 
 
-_EXPANSION_CHECKED: list[bool] = []  # non-empty once this process has logged a passing check
+_expansion_logged = False  # this process has logged a passing check
 
 
 def generate_with_unexpanded_images(real_generate, pad: int, prompts, images, num_generations, profiler=None):
@@ -119,8 +119,9 @@ def generate_with_unexpanded_images(real_generate, pad: int, prompts, images, nu
                 f"vLLM expanded the images to {list(seen).count(pad)} image tokens where the trainer has "
                 f"{list(sent).count(pad)}: the model directory vLLM loaded resizes images differently "
                 "(image_min_pixels / image_max_pixels)")
-    if not _EXPANSION_CHECKED:  # once per process, so that a multi-rank launch shows every rank's check
-        _EXPANSION_CHECKED.append(True)
+    global _expansion_logged
+    if not _expansion_logged:  # once per process, so that a multi-rank launch shows every rank's check
+        _expansion_logged = True
         import torch.distributed as dist
 
         rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
