@@ -12,6 +12,7 @@ import importlib.util
 import json
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from omnidrive_r1.checkpoints import discard_staging, prepare_output_dir, resolve_resume
@@ -143,21 +144,39 @@ def vllm_model_dir(source: str | Path, processor, out: str | Path) -> Path:
     return out
 
 
+def load_processor(recipe: RecipeArguments, model_args):
+    """The policy's processor with our chat template, the recipe's image resolution and image backend.
+
+    TRL runs the image processor on every prompt's frame again at each turn, and for the loss (16 frames, three
+    times a toy step): the torchvision backend does it in half the time of the PIL one, with the same image
+    tokens, and the cache (`omnidrive_r1.image_cache`) processes each distinct image once (`make bench`,
+    docs/performance.md)."""
+    from transformers import AutoImageProcessor, AutoProcessor
+
+    from omnidrive_r1 import templates
+    from omnidrive_r1.image_cache import cache_images
+
+    source = recipe.init_from or model_args.model_name_or_path
+    sizes = dict(min_pixels=recipe.image_min_pixels, max_pixels=recipe.image_max_pixels,
+                 revision=model_args.model_revision)
+    processor = AutoProcessor.from_pretrained(source, **sizes)
+    processor.image_processor = cache_images(
+        AutoImageProcessor.from_pretrained(source, backend=recipe.image_processor_backend, **sizes),
+        recipe.image_cache_mb)
+    return templates.install(processor)
+
+
 def load_policy(recipe: RecipeArguments, model_args, vllm_dir: str | Path | None = None, main_process_first=None):
     """(model, processor): the policy with our chat template and the recipe's image resolution."""
     import contextlib
 
     import torch
-    from transformers import AutoModelForImageTextToText, AutoProcessor
+    from transformers import AutoModelForImageTextToText
 
-    from omnidrive_r1 import templates
 
     source = recipe.init_from or model_args.model_name_or_path
     log.info(f"policy: starting from {source}")
-    processor = AutoProcessor.from_pretrained(source, min_pixels=recipe.image_min_pixels,
-                                              max_pixels=recipe.image_max_pixels,
-                                              revision=model_args.model_revision)
-    templates.install(processor)
+    processor = load_processor(recipe, model_args)
     dtype = model_args.dtype if model_args.dtype in ("auto", None) else getattr(torch, model_args.dtype)
     model = AutoModelForImageTextToText.from_pretrained(
         source, dtype=dtype, revision=model_args.model_revision,
@@ -261,7 +280,24 @@ def prepare_toy_models(recipe_path: str | Path, overrides: list[str]) -> None:
         ensure_toy_models(**raw["toy"])
 
 
-def train(recipe_path: str | Path, overrides: list[str] = ()) -> Path:
+@dataclass
+class Stage:
+    """One stage ready to train: what `train` runs, and what `omnidrive_r1.bench` instruments."""
+
+    recipe: RecipeArguments
+    grpo: object
+    model_args: object
+    trainer: object
+    processor: object
+    tool_specs: list
+    resume: str | None
+
+
+def build_stage(recipe_path: str | Path, overrides: list[str] = (), model=None, callbacks=()) -> Stage:
+    """Check the recipe, prepare the output folder, data, policy, tools and rewards, and build the trainer.
+
+    `model` replaces the policy read from the recipe's model path (the processor is still read there), for
+    benchmarks of architectures whose weights are not on disk."""
     prepare_toy_models(recipe_path, list(overrides))
     recipe, grpo, model_args = parse_recipe(recipe_path, overrides)
     check_recipe(recipe, grpo, model_args)
@@ -272,7 +308,6 @@ def train(recipe_path: str | Path, overrides: list[str] = ()) -> Path:
 
     from omnidrive_r1.metrics import CurvesCallback
     from omnidrive_r1.rewards import build_rewards
-    from omnidrive_r1.rollout import RolloutSettings
     from omnidrive_r1.tools import environment_factory
     from omnidrive_r1.trainer import ToolGRPOTrainer
 
@@ -294,12 +329,15 @@ def train(recipe_path: str | Path, overrides: list[str] = ()) -> Path:
                           f"(per_device_train_batch_size {grpo.per_device_train_batch_size} x {state.num_processes} "
                           f"processes x gradient_accumulation_steps {grpo.gradient_accumulation_steps} / "
                           f"num_generations {grpo.num_generations}): add rows or lower the batch size")
-    model, processor = load_policy(recipe, model_args, Path(grpo.output_dir) / "vllm_model" if grpo.use_vllm else None,
-                                   state.main_process_first)
+    if model is None:
+        model, processor = load_policy(recipe, model_args, Path(grpo.output_dir) / "vllm_model" if grpo.use_vllm
+                                       else None, state.main_process_first)
+    else:
+        processor = load_processor(recipe, model_args)
     trainer = ToolGRPOTrainer(
         model=model, reward_funcs=reward_funcs, args=grpo, train_dataset=dataset, processing_class=processor,
         environment_factory=factory, peft_config=lora_config(model_args), on_bad_reward=recipe.on_bad_reward,
-        callbacks=[CurvesCallback(grpo.output_dir)],
+        callbacks=[CurvesCallback(grpo.output_dir), *callbacks],
     )
     log.info(f"distributed: {describe_distributed(trainer.accelerator)}")
     setup_wandb(recipe, grpo, trainer.accelerator.is_main_process)
@@ -308,7 +346,16 @@ def train(recipe_path: str | Path, overrides: list[str] = ()) -> Path:
         if resume is None and (Path(grpo.output_dir) / "metrics.jsonl").exists():
             (Path(grpo.output_dir) / "metrics.jsonl").unlink()  # a killed run that saved no checkpoint yet
     trainer.accelerator.wait_for_everyone()
-    trainer.train(resume_from_checkpoint=resume)
+    return Stage(recipe, grpo, model_args, trainer, processor, tool_specs, resume)
+
+
+def train(recipe_path: str | Path, overrides: list[str] = ()) -> Path:
+    stage = build_stage(recipe_path, overrides)
+    recipe, grpo, model_args, trainer, processor = (stage.recipe, stage.grpo, stage.model_args, stage.trainer,
+                                                    stage.processor)
+    trainer.train(resume_from_checkpoint=stage.resume)
+
+    from omnidrive_r1.rollout import RolloutSettings
 
     final = Path(grpo.output_dir) / "final"
     if model_args.use_peft:  # final/ is a plain model directory: the adapters merged into the starting weights
@@ -323,7 +370,7 @@ def train(recipe_path: str | Path, overrides: list[str] = ()) -> Path:
     if trainer.accelerator.is_main_process:
         processor.save_pretrained(final)
         # how this model was rolled out, so evaluation rolls it out the same way
-        RolloutSettings(tools=tool_specs, max_turns=grpo.max_tool_calling_iterations,
+        RolloutSettings(tools=stage.tool_specs, max_turns=grpo.max_tool_calling_iterations,
                         max_completion_length=grpo.max_completion_length, temperature=grpo.temperature).save(final)
         log.info(f"final model: {final}")
     if "wandb" in (grpo.report_to or []):

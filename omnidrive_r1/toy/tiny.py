@@ -223,13 +223,14 @@ def build_tiny_policy(seed: int = 0, out_dir: str | Path | None = None, **overri
     return build_atomically(target, build, key)
 
 
-def build_tiny_clip(seed: int = 0, out_dir: str | Path | None = None) -> Path:
-    """Build (or reuse) a random-weight CLIP from an open_clip model config.
+def build_tiny_clip(seed: int = 0, out_dir: str | Path | None = None, config: dict | None = None) -> Path:
+    """Build (or reuse) a random-weight CLIP from an open_clip model config (default `TINY_CLIP_CONFIG`).
 
     The directory holds `open_clip_config.json` and `open_clip_model.safetensors`, the layout of an
     open_clip checkpoint, so it loads with `open_clip.create_model_and_transforms("local-dir:<dir>")`.
     """
-    key = content_key(_BUILD_VERSION, TINY_CLIP_CONFIG, seed)
+    config = config or TINY_CLIP_CONFIG
+    key = content_key(_BUILD_VERSION, config, seed)
     target = Path(out_dir) if out_dir else cache_root() / "models" / f"tiny-clip-s{seed}-{key}"
 
     def build(tmp: Path):
@@ -238,9 +239,9 @@ def build_tiny_clip(seed: int = 0, out_dir: str | Path | None = None) -> Path:
         from safetensors.torch import save_file
 
         (tmp / "open_clip_config.json").write_text(
-            json.dumps({"model_cfg": TINY_CLIP_CONFIG, "preprocess_cfg": {}}, indent=2)
+            json.dumps({"model_cfg": config, "preprocess_cfg": {}}, indent=2)
         )
-        (tmp / f"{TINY_CLIP_NAME}.json").write_text(json.dumps(TINY_CLIP_CONFIG, indent=2))
+        (tmp / f"{TINY_CLIP_NAME}.json").write_text(json.dumps(config, indent=2))
         open_clip.add_model_config(tmp / f"{TINY_CLIP_NAME}.json")
         torch.manual_seed(seed)
         model = open_clip.create_model(TINY_CLIP_NAME, pretrained=None)

@@ -1,11 +1,8 @@
-"""`make bench`: speed figures, printed. Targets are checked by reading them, never by timed unit tests.
-
-    python -m omnidrive_r1.bench [--only NAME ...] [--repeats N]
-"""
+"""The pieces of a step in isolation: one zoom call, the CLIP reward batched vs one crop at a time, and vLLM vs
+transformers generation. Run by `python -m omnidrive_r1.bench` (`--only tool_call clip_reward vllm_vs_hf`)."""
 
 from __future__ import annotations
 
-import argparse
 import random
 import statistics
 import time
@@ -119,7 +116,7 @@ def bench_vllm_vs_hf(repeats: int = 8) -> dict:
     from omnidrive_r1 import templates
     from omnidrive_r1.data.loaders import load_drivelmm
     from omnidrive_r1.rollout import with_image
-    from omnidrive_r1.smoke import ensure_toydrive
+    from omnidrive_r1.toy.toydrive import ensure_toydrive
     from omnidrive_r1.toy.tiny import build_tiny_policy
 
     new_tokens = 64
@@ -149,32 +146,3 @@ def bench_vllm_vs_hf(repeats: int = 8) -> dict:
     return {"name": "vllm_vs_hf", "ratio": vllm_tps / hf_tps, "vllm_tokens_per_s": round(vllm_tps, 1),
             "hf_tokens_per_s": round(hf_tps, 1), "batch": repeats, "new_tokens": new_tokens,
             "prompt_tokens": int(inputs["attention_mask"].sum(1).float().mean())}
-
-
-BENCHES = {"tool_call": bench_tool_call, "clip_reward": bench_clip_reward, "vllm_vs_hf": bench_vllm_vs_hf}
-TARGETS = {"tool_call": ("median_ms", "<", 20.0), "clip_reward": ("speedup", ">=", 5.0),
-           "vllm_vs_hf": ("ratio", None, None)}  # reported, no target
-
-
-def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m omnidrive_r1.bench", description=__doc__.splitlines()[0])
-    p.add_argument("--only", nargs="+", choices=sorted(BENCHES), help="run only these benchmarks")
-    p.add_argument("--repeats", type=int, help="calls / crops per benchmark (defaults: 200 / 64)")
-    args = p.parse_args(argv)
-    import importlib.util
-
-    default = [n for n in BENCHES if n != "vllm_vs_hf" or importlib.util.find_spec("vllm") is not None]
-    for name in args.only or default:
-        result = BENCHES[name](args.repeats) if args.repeats else BENCHES[name]()
-        key, op, target = TARGETS[name]
-        value = result[key]
-        others = ", ".join(f"{k}={v}" for k, v in result.items() if k not in ("name", key))
-        if op is None:
-            print(f"{name}: {key}={value:.2f}; {others}")
-            continue
-        met = value < target if op == "<" else value >= target
-        print(f"{name}: {key}={value:.2f} (target {op} {target:g}: {'met' if met else 'MISSED'}); {others}")
-
-
-if __name__ == "__main__":
-    main()

