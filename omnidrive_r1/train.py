@@ -173,7 +173,6 @@ def load_policy(recipe: RecipeArguments, model_args, vllm_dir: str | Path | None
     import torch
     from transformers import AutoModelForImageTextToText
 
-
     source = recipe.init_from or model_args.model_name_or_path
     log.info(f"policy: starting from {source}")
     processor = load_processor(recipe, model_args)
@@ -293,7 +292,7 @@ class Stage:
     resume: str | None
 
 
-def build_stage(recipe_path: str | Path, overrides: list[str] = (), model=None, callbacks=()) -> Stage:
+def build_stage(recipe_path: str | Path, overrides: list[str] = (), model=None) -> Stage:
     """Check the recipe, prepare the output folder, data, policy, tools and rewards, and build the trainer.
 
     `model` replaces the policy read from the recipe's model path (the processor is still read there), for
@@ -337,7 +336,7 @@ def build_stage(recipe_path: str | Path, overrides: list[str] = (), model=None, 
     trainer = ToolGRPOTrainer(
         model=model, reward_funcs=reward_funcs, args=grpo, train_dataset=dataset, processing_class=processor,
         environment_factory=factory, peft_config=lora_config(model_args), on_bad_reward=recipe.on_bad_reward,
-        callbacks=[CurvesCallback(grpo.output_dir), *callbacks],
+        callbacks=[CurvesCallback(grpo.output_dir)],
     )
     log.info(f"distributed: {describe_distributed(trainer.accelerator)}")
     setup_wandb(recipe, grpo, trainer.accelerator.is_main_process)

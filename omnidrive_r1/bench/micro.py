@@ -116,8 +116,8 @@ def bench_vllm_vs_hf(repeats: int = 8) -> dict:
     from omnidrive_r1 import templates
     from omnidrive_r1.data.loaders import load_drivelmm
     from omnidrive_r1.rollout import with_image
-    from omnidrive_r1.toy.toydrive import ensure_toydrive
     from omnidrive_r1.toy.tiny import build_tiny_policy
+    from omnidrive_r1.toy.toydrive import ensure_toydrive
 
     new_tokens = 64
     model_dir = build_tiny_policy()
