@@ -114,3 +114,12 @@ def test_the_image_cache_stays_within_its_memory_bound():
     cached(images=[frames[-1]], return_tensors="pt")  # the newest is kept, the oldest went first
     cached(images=[frames[0]], return_tensors="pt")
     assert (cache.hits, cache.misses) == (1, 7)
+
+
+def test_the_report_prints_each_figure_beside_its_target():
+    from omnidrive_r1.bench.__main__ import report
+
+    lines = report("step", {"overhead_fraction": 0.29, "clip_reward_fraction": 0.02})
+    assert lines == ["step: overhead_fraction=0.290 (target <= 0.1: MISSED)",
+                     "step: clip_reward_fraction=0.020 (target <= 0.1: met)"]
+    assert report("tool_call", {"median_ms": 25.0}) == ["tool_call: median_ms=25.000 (target < 20: MISSED)"]

@@ -167,6 +167,33 @@ TARGETS = {"step": [("overhead_fraction", "<=", 0.10), ("clip_reward_fraction", 
            "vllm_vs_hf": [("ratio", None, None)]}
 
 
+def details(name: str, result: dict) -> None:
+    """The tables behind a benchmark's headline figures, on stdout."""
+    if name == "step":
+        print(_phase_table(result))
+        for what, f in result["fixes"].items():
+            print(f"    {what:<42} step {f['step_seconds']:.2f} s, image processing "
+                  f"{f['image_processing'] * 1000:.0f} ms, overhead_fraction {f['overhead_fraction']:.3f}")
+    elif name == "stock":
+        for key in ("stock_trl", "ours_0_calls", "ours_1_call"):
+            r = result[key]
+            print(f"    {key:<14} {r['step_seconds']:.2f} s/step, {r['generated_tokens_per_step']:.0f} tokens generated, "
+                  f"{1000 * r['step_seconds_per_generated_token']:.2f} ms per generated token")
+    elif name == "scaling":
+        print("    calls  group  s/step  peak GiB  tokens generated")
+        for r in result["rows"]:
+            print(f"    {r['calls']:>5}  {r['group']:>5}  {r['step_seconds']:6.2f}  {r['peak_rss_mb'] / 1024:8.2f}  "
+                  f"{r['generated_tokens_per_step']:>8.0f}")
+        print(f"    seconds per added call, by group: {_rounded(result['seconds_per_added_call'])}; per added "
+              f"completion, by calls: {_rounded(result['seconds_per_added_sample'])}; plot: {result['png']}")
+    elif name == "vllm_step":
+        print(f"    generation tokens/s, vLLM over transformers: {result['generation_ratio_tokens_per_s']:.2f}")
+
+
+def _rounded(d: dict) -> dict:
+    return {k: round(v, 3) for k, v in d.items()}
+
+
 def report(name: str, result: dict) -> list[str]:
     lines = []
     for key, op, target in TARGETS[name]:
@@ -197,11 +224,7 @@ def main(argv=None):
         print(f"[{name}] {(BENCHES[name].__doc__ or name).strip().splitlines()[0]}", flush=True)
         result = BENCHES[name]()
         (OUT / f"{name}.json").write_text(json.dumps(result, indent=1, default=float) + "\n")
-        if name == "step":
-            print(_phase_table(result))
-            for what, f in result["fixes"].items():
-                print(f"    {what:<42} step {f['step_seconds']:.2f} s, image processing "
-                      f"{f['image_processing'] * 1000:.0f} ms, overhead_fraction {f['overhead_fraction']:.3f}")
+        details(name, result)
         lines = report(name, result)
         summary += lines
         print("\n".join(lines), flush=True)
