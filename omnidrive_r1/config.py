@@ -39,6 +39,9 @@ class RecipeArguments:
     image_cache_mb: float = field(default=1024, metadata={
         "help": "memory (MB) for the policy's processed images, so that each distinct image is resized once per "
                 "run however often TRL processes it (docs/performance.md); 0 turns it off"})
+    log_image_side: int = field(default=384, metadata={
+        "help": "log_completions: images in the completions table are shrunk to fit this many pixels a side; full "
+                "frames cost 2.2 s of a 5.5 s toy step to encode (docs/performance.md); 0 logs them as they are"})
     init_from: str | None = field(default=None, metadata={
         "help": "start from this local model directory (stage 2: stage 1's final/); must exist"})
     overwrite_output_dir: bool = field(default=False, metadata={
@@ -182,6 +185,7 @@ def validate(recipe: RecipeArguments, grpo, model_args) -> None:
     _number("image_min_pixels", recipe.image_min_pixels, minimum=1, integer=True)
     _number("image_max_pixels", recipe.image_max_pixels, minimum=recipe.image_min_pixels, integer=True)
     _number("image_cache_mb", recipe.image_cache_mb, minimum=0)
+    _number("log_image_side", recipe.log_image_side, minimum=0, integer=True)
     if recipe.image_processor_backend not in ("torchvision", "pil"):
         raise RecipeError(f"image_processor_backend: {recipe.image_processor_backend!r}; it is 'torchvision' or 'pil'")
     if recipe.on_bad_reward not in ("skip", "stop"):

