@@ -33,7 +33,7 @@ help:
 	@echo "make toy-base    build the toy base policy and toy CLIP into outputs/toy/base"
 	@echo "make toy-report  base / stage 1 / stage 2, with and without the CLIP term, SEEDS='0 1 2' -> docs/toy_results.md"
 	@echo "make test        the whole suite, vLLM tests included (installs on first use); make test-fast skips slow ones"
-	@echo "make bench       where a training step's time goes: phases, vs stock TRL, scaling, vLLM (outputs/bench/, ~14 min)"
+	@echo "make bench       where a training step's time goes: phases, vs stock TRL, scaling, vLLM (outputs/bench/, ~13 min)"
 	@echo "make rehearse    the paper recipes' GPU launch path on CPU: ZeRO-3/ZeRO-2 x 2 processes, LoRA, vLLM colocated"
 	@echo "make lint        ruff"
 
