@@ -78,9 +78,10 @@ def _cached_preprocess(processor, preprocess, images, args, kwargs):
     keys = [_key(im, options) for im in flat]
     found = [cache.get(k) if k is not None else None for k in keys]
     missing: dict = {}  # first position of each image to process -> every position it fills
+    first_of: dict = {}  # key -> that first position, so a repeat within the call is processed once
     for i, f in enumerate(found):
         if f is None:
-            first = next((j for j in missing if keys[i] is not None and keys[j] == keys[i]), i)
+            first = first_of.setdefault(keys[i], i) if keys[i] is not None else i
             missing.setdefault(first, []).append(i)
     if missing:
         out = preprocess([flat[i] for i in missing], **kwargs)

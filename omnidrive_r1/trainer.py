@@ -133,13 +133,11 @@ def generate_with_unexpanded_images(real_generate, pad: int, prompts, images, nu
 
 def thumbnail(image, side: int):
     """`image` shrunk to fit `side` x `side` (a PIL image; anything else, or a small one, is returned as is)."""
-    from PIL import Image
+    from PIL import Image, ImageOps
 
     if not isinstance(image, Image.Image) or max(image.size) <= side:
-        return image
-    scale = side / max(image.size)
-    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
-    return image.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
+        return image  # ImageOps.contain would enlarge a small one
+    return ImageOps.contain(image, (side, side), Image.Resampling.BILINEAR)
 
 
 def image_token_runs(ids: list[int], pad: int) -> list[int]:

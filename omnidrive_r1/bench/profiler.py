@@ -84,8 +84,7 @@ class StepProfiler(TrainerCallback):
         import trl.trainer.grpo_trainer as grpo_module
 
         profiler = self
-        tokens_name = {"_get_per_token_logps_and_entropies": None, "vLLM.generate": "vllm_generate",
-                       "sync_weights": "sync_weights"}
+        phases = {"vLLM.generate": "vllm_generate", "sync_weights": "sync_weights"}
         reward_names = {getattr(f, "__name__", str(f)) for f in getattr(trainer, "reward_funcs", [])}
 
         def context(trainer_, name):
@@ -93,8 +92,8 @@ class StepProfiler(TrainerCallback):
 
             if name == "_get_per_token_logps_and_entropies":
                 return profiler.phase("loss_forward" if torch.is_grad_enabled() else "logprob_forward")
-            if name in tokens_name:
-                return profiler.phase(tokens_name[name])
+            if name in phases:
+                return profiler.phase(phases[name])
             if name in reward_names:
                 return profiler.phase(f"reward/{name}")
             return contextlib.nullcontext()  # enclosing points (_calculate_rewards, compute_loss, ...): not leaves

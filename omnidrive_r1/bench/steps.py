@@ -101,7 +101,7 @@ def scaling_overrides(calls: int, group: int, prompts: int = 2) -> list[str]:
 
 
 def run(name: str, calls: int, *, steps: int = 3, warmup: int = 2, stock: bool = False, overrides=(),
-        recipe: str = TOY_RECIPE, model=None, models: tuple[Path, Path] | None = None, scripted: bool = True) -> dict:
+        recipe: str = TOY_RECIPE, model=None, scripted: bool = True) -> dict:
     """Train `warmup + steps` steps of `recipe` with the scripted policy and return the profile of the last
     `steps` (`summarize`), with the checkpoint cost spread over the recipe's own `save_steps`.
 
@@ -109,10 +109,11 @@ def run(name: str, calls: int, *, steps: int = 3, warmup: int = 2, stock: bool =
     `scripted=False` lets the random policy write what it samples (vLLM cannot be scripted this way)."""
     from omnidrive_r1.config import parse_recipe
 
-    policy, clip = models or toy_models()
     total = warmup + steps
-    base = [f"model_name_or_path={policy}", "toy={}", f"rewards.2.model_name=local-dir:{clip}"] if models is None \
-        and recipe == TOY_RECIPE else []
+    base = []
+    if recipe == TOY_RECIPE:  # the toy architectures with random weights, not the trained toy base
+        policy, clip = toy_models()
+        base = [f"model_name_or_path={policy}", "toy={}", f"rewards.2.model_name=local-dir:{clip}"]
     run_dir = OUT / "runs" / name
     args = [*base, *overrides, f"output_dir={run_dir}", "overwrite_output_dir=true", f"max_steps={total}",
             f"save_steps={total}", "logging_steps=1"]
