@@ -50,10 +50,13 @@ BOX_MIX = {"too_large": 0.45, "on_target": 0.3, "off_target": 0.15, "no_zoom": 0
 # The crops the base learns to answer from (its last turn): mostly readable ones, so that reading a crop deep
 # in the conversation is learnt; the rest teach it to say when it cannot read and guess.
 READ_MIX = {"on_target": 0.6, "too_large": 0.25, "off_target": 0.15}
-# The toy base is the tiny policy with a third text layer: with two, it read a crop alone (1.00 on held-out
-# crops) but not the same crop after the frame and the question (0.60: diagonal stripes' direction lost);
-# with three it reads both (1.00). Measured in docs/toy.md.
-TOY_BASE_OVERRIDES = {"num_hidden_layers": 3}
+# The toy base is the tiny policy with a third text layer and rope_theta 1e4 (the tiny policy's 10 serves
+# locating things in an image; the base's boxes are single tokens chosen from the question's text). With two
+# layers it read a crop alone (1.00 on held-out crops) but not the same crop after the frame and the question
+# (0.60: the diagonal stripes' direction lost). With three layers at rope_theta 10 the full recipe still
+# read every left chevron as a right one (reading in context 0.72, answer given the reading 0.72); at 1e4,
+# 1.00 and 0.90. Measured in docs/toy.md.
+TOY_BASE_OVERRIDES = {"num_hidden_layers": 3, "rope_theta": 1e4}
 ZOOM_THINK = "<think>The stripes are too small to read here, so I zoom in on the board.</think>"
 NO_TOOL_SHARE = 0.1  # examples whose prompt offers no tool at all: the policy answers at once (and can only guess)
 TOY_CLIP_CONFIG = {
@@ -397,7 +400,7 @@ def toy_base_key(seed: int = 0, steps: dict | None = None, clip_steps: int = 300
     from omnidrive_r1.cache import content_key
     from omnidrive_r1.toy.tiny import TINY_POLICY_CONFIG
 
-    return content_key("toy-base-8", seed, {**PHASE_STEPS, **(steps or {})}, clip_steps, BOX_MIX, READ_MIX,
+    return content_key("toy-base-9", seed, {**PHASE_STEPS, **(steps or {})}, clip_steps, BOX_MIX, READ_MIX,
                        TOY_CLIP_CONFIG, TINY_POLICY_CONFIG, TOY_BASE_OVERRIDES, templates.QWEN2_5_VL_TOOLS)
 
 
