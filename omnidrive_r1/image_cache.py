@@ -55,10 +55,10 @@ class _Cache:
         return value
 
     def put(self, key, value) -> None:
+        self.misses += 1  # processed, whether or not it fits
         size = value[0].numel() * value[0].element_size()
         if size > self.max_bytes:
             return
-        self.misses += 1
         self.items[key] = value
         self.bytes += size
         while self.bytes > self.max_bytes:

@@ -114,6 +114,10 @@ def test_the_image_cache_stays_within_its_memory_bound():
     cached(images=[frames[-1]], return_tensors="pt")  # the newest is kept, the oldest went first
     cached(images=[frames[0]], return_tensors="pt")
     assert (cache.hits, cache.misses) == (1, 7)
+    small = cache_images(AutoImageProcessor.from_pretrained(policy), max_mb=1)  # no frame fits
+    for frame in frames[:2]:
+        small(images=[frame], return_tensors="pt")
+    assert (small._omnidrive_cache.misses, small._omnidrive_cache.bytes, len(small._omnidrive_cache.items)) == (2, 0, 0)
 
 
 def test_the_report_prints_each_figure_beside_its_target():
