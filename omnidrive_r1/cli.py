@@ -60,7 +60,8 @@ def cmd_data_check(args) -> int:
     from omnidrive_r1.data.loaders import load_deepeyes, load_drivelmm
 
     if args.drivelmm:
-        ds, report = load_drivelmm(args.drivelmm, args.images_root, skip_bad=args.skip_bad, limit=args.limit)
+        ds, report = load_drivelmm(args.drivelmm, args.images_root, skip_bad=args.skip_bad, limit=args.limit,
+                                   stitched_dir=args.stitched_dir)
     else:
         ds, report = load_deepeyes(args.deepeyes, sources=args.sources, skip_bad=args.skip_bad, limit=args.limit)
     print(report.summary())
@@ -111,6 +112,16 @@ def cmd_models_vllm_dir(args) -> int:
     print(f"{out}: {source}'s weights (linked) with the recipe's image resolution "
           f"({recipe.image_min_pixels}..{recipe.image_max_pixels} pixels). Serve it with:\n"
           f"  trl vllm-serve --model {out} --tensor-parallel-size 1 --data-parallel-size 8 --port 8000")
+    return 0
+
+
+def cmd_recipes(args) -> int:
+    from omnidrive_r1.config import find_recipe, packaged_recipes, packaged_recipes_dir
+
+    for name in packaged_recipes():
+        first = find_recipe(name).read_text().lstrip("# ").split("\n", 1)[0]
+        print(f"{name:26s} {first if len(first) <= 90 else first[:87] + '...'}")
+    print(f"\n({packaged_recipes_dir()}; `omnidrive-r1 train NAME` runs one from any folder, `key=value` overrides it)")
     return 0
 
 
@@ -187,7 +198,7 @@ def cmd_eval(args) -> int:
     evaluate(args.model, args.data or _toy_test_set(), args.images_root, engine=args.engine, judge_config=judge,
              limit=args.limit, out=args.out or _default_out(args.model, None), batch_size=args.batch_size,
              settings=settings, tools=not args.no_tools, overwrite=args.overwrite,
-             mcq_only=args.mcq_only)
+             mcq_only=args.mcq_only, stitched_dir=args.stitched_dir)
     return 0
 
 
@@ -196,7 +207,8 @@ def cmd_rollout(args) -> int:
     from omnidrive_r1.eval.run import make_record
     from omnidrive_r1.rollout import RolloutSettings, make_engine, rollout
 
-    ds, report = load_drivelmm(args.data or _toy_test_set(), limit=args.n)
+    ds, report = load_drivelmm(args.data or _toy_test_set(), args.images_root, limit=args.n,
+                               stitched_dir=args.stitched_dir)
     print(report.summary())
     settings = RolloutSettings.of_model(args.model)
     if args.max_completion_length is not None:
@@ -233,13 +245,18 @@ def build_parser() -> argparse.ArgumentParser:
                "  omnidrive-r1 train recipes/toy/stage1.yaml max_steps=5 learning_rate=1e-4 data.limit=16\n"
                "  omnidrive-r1 train recipes/toy/stage1.yaml resume_from_checkpoint=true",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    tr.add_argument("recipe", help="recipe YAML file, e.g. recipes/toy/stage1.yaml")
+    tr.add_argument("recipe", help="recipe YAML file, e.g. recipes/toy/stage1.yaml, or the name of a packaged recipe "
+                                   "such as toy/stage1.yaml (`omnidrive-r1 recipes` lists them)")
     tr.add_argument("--plan", action="store_true",
                     help="print the per-GPU memory plan (ZeRO-2/3, with and without LoRA) without loading a model")
     tr.add_argument("overrides", nargs="*", metavar="key=value",
                     help="override recipe fields; dotted keys reach into sections (data.limit=8, "
                          "rewards.2.weight=0.3); command-line values win over the file")
     tr.set_defaults(func=cmd_train)
+
+    rc = sub.add_parser("recipes", help="list the recipes that ship with the package",
+                        description="List the packaged recipes; `omnidrive-r1 train NAME` finds them from any folder.")
+    rc.set_defaults(func=cmd_recipes)
 
     ev = sub.add_parser(
         "eval", help="evaluate a policy on DriveLMM-o1 (MCQ accuracy, judge scores, tool use)",
@@ -260,6 +277,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--results", help="score this official-format results file instead of generating")
     ev.add_argument("--data", help="DriveLMM-o1 JSON (default: the held-out toydrive test set, outputs/toydrive-heldout, generated if missing)")
     ev.add_argument("--images-root", help="folder the camera paths are relative to (default: the JSON's)")
+    ev.add_argument("--stitched-dir", help="folder of pre-stitched 2x3 frames named <idx without its question number>.png (or .jpg); "
+                         "the camera files are then not read")
     ev.add_argument("--engine", choices=["hf", "vllm"], default="hf", help="generation engine (default hf)")
     ev.add_argument("--no-tools", action="store_true", help="offer the policy no tool: one turn, no zoom")
     ev.add_argument("--max-turns", type=int, help="tool-calling turns (default: the training recipe's)")
@@ -307,6 +326,8 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--drivelmm", help="DriveLMM-o1 JSON file")
     src.add_argument("--deepeyes", help="DeepEyes parquet file")
     c.add_argument("--images-root", help="folder the DriveLMM-o1 camera paths are relative to (default: the JSON's)")
+    c.add_argument("--stitched-dir", help="folder of pre-stitched 2x3 frames named <idx without its question number>.png (or .jpg); "
+                         "the camera files are then not read")
     c.add_argument("--sources", nargs="+", help="DeepEyes: keep only these data_source values")
     c.add_argument("--skip-bad", action="store_true", help="skip and count bad rows instead of stopping")
     c.add_argument("--limit", type=_positive_int, help="read at most this many rows")
@@ -346,6 +367,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "with (the same rollout path as evaluation); writes OUT/rollouts.jsonl and prints each answer.")
     r.add_argument("--model", required=True, help="policy directory or hub id")
     r.add_argument("--data", help="DriveLMM-o1 JSON (default: the held-out toydrive test set, outputs/toydrive-heldout, generated if missing)")
+    r.add_argument("--images-root", help="folder the camera paths are relative to (default: the JSON's)")
+    r.add_argument("--stitched-dir", help="folder of pre-stitched 2x3 frames named <idx without its question number>.png (or .jpg); "
+                         "the camera files are then not read")
     r.add_argument("--n", type=_positive_int, default=4, help="number of questions (default 4)")
     r.add_argument("--engine", choices=["hf", "vllm"], default="hf", help="generation engine (default hf)")
     r.add_argument("--sample", action="store_true", help="sample (temperature of the recipe) instead of greedy")

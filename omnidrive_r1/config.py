@@ -27,7 +27,7 @@ class RecipeArguments:
     preset: str = field(default="toy", metadata={"help": "recipe family: names outputs/<preset>/<stage>"})
     stage: str = field(default="stage1", metadata={"help": "stage1 (tool learning) or stage2 (driving)"})
     data: dict = field(default_factory=dict, metadata={
-        "help": "kind (drivelmm | deepeyes), path, images_root, sources, limit, skip_bad, "
+        "help": "kind (drivelmm | deepeyes), path, images_root, stitched_dir, sources, limit, skip_bad, "
                 "toydrive ({out, frames, seed}: generate toydrive there first if path is missing)"})
     tools: list[dict] = field(default_factory=lambda: [{"name": "zoom_in"}], metadata={"help": "tool plug-ins"})
     rewards: list[dict] = field(default_factory=list, metadata={"help": "reward plug-ins with weights"})
@@ -54,7 +54,7 @@ class RecipeArguments:
     wandb_project: str = field(default="omnidrive-r1", metadata={"help": "Weights & Biases project"})
 
 
-DATA_KEYS = {"kind", "path", "images_root", "sources", "limit", "skip_bad", "toydrive"}
+DATA_KEYS = {"kind", "path", "images_root", "stitched_dir", "sources", "limit", "skip_bad", "toydrive"}
 
 
 class RecipeError(UserError):
@@ -82,10 +82,37 @@ def _set_dotted(config: dict, key: str, value):
         node[last] = value
 
 
-def load_recipe_dict(path: str | Path, overrides: list[str] = ()) -> dict:
+def packaged_recipes_dir() -> Path:
+    """The recipes that ship with the package: `omnidrive_r1/recipes/` in an installed wheel, the repository's
+    `recipes/` folder in a checkout (an editable install)."""
+    here = Path(__file__).resolve().parent
+    installed = here / "recipes"
+    return installed if installed.is_dir() else here.parent / "recipes"
+
+
+def packaged_recipes() -> list[str]:
+    """Names of the packaged recipes, such as `toy/stage1.yaml` (the accelerate launch configs excluded)."""
+    root = packaged_recipes_dir()
+    return sorted(str(p.relative_to(root)) for p in root.glob("*/*.yaml") if p.parent.name != "accelerate")
+
+
+def find_recipe(path: str | Path) -> Path:
+    """`path` if it is a file, else the packaged recipe of that name (`toy/stage1.yaml` from any folder)."""
     path = Path(path)
-    if not path.exists():
-        raise RecipeError(f"recipe not found: {path}")
+    if path.is_file():
+        return path
+    names = [path]
+    if path.parts[:1] == ("recipes",) and len(path.parts) > 1:  # the README's spelling, outside a checkout too
+        names.append(Path(*path.parts[1:]))
+    for name in names:
+        if not name.is_absolute() and (packaged_recipes_dir() / name).is_file():
+            return packaged_recipes_dir() / name
+    raise RecipeError(f"recipe not found: {path} is not a file, nor one of the packaged recipes "
+                      f"({', '.join(packaged_recipes())}); `omnidrive-r1 recipes` lists them")
+
+
+def load_recipe_dict(path: str | Path, overrides: list[str] = ()) -> dict:
+    path = find_recipe(path)
     try:
         config = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:

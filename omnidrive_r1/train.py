@@ -61,6 +61,10 @@ def check_recipe(recipe: RecipeArguments, grpo, model_args) -> None:
     path = recipe.data["path"]
     if not Path(path).exists() and not recipe.data.get("toydrive"):
         raise RecipeError(f"data.path: {path} not found (set data.path to your {recipe.data['kind']} file)")
+    stitched = recipe.data.get("stitched_dir")
+    if stitched is not None and not Path(stitched).is_dir():
+        raise RecipeError(f"data.stitched_dir: {stitched} is not a folder (it holds the pre-stitched frames, "
+                          "<idx without its question number>.png)")
 
 
 TURN_TEXT_TOKENS = 104  # a generous bound on the text of a zoom: the call, the reply's words and the answer turn
@@ -108,7 +112,7 @@ def load_data(recipe: RecipeArguments, output_dir: str | Path):
         generate(spec["out"], frames=spec.get("frames", 16), seed=spec.get("seed", 0))
     if data["kind"] == "drivelmm":
         ds, report = load_drivelmm(path, data.get("images_root"), skip_bad=data.get("skip_bad", False),
-                                   limit=data.get("limit"))
+                                   limit=data.get("limit"), stitched_dir=data.get("stitched_dir"))
     else:
         ds, report = load_deepeyes(path, sources=data.get("sources"), skip_bad=data.get("skip_bad", False),
                                    limit=data.get("limit"))

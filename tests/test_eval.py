@@ -2,6 +2,7 @@
 
 import importlib.util
 import json
+import re
 
 import pytest
 from judge_server import JudgeServer
@@ -164,6 +165,27 @@ def test_mcq_only_evaluates_the_multiple_choice_rows_and_says_what_it_left_out(t
     assert rows and all(row["is_mcq"] for row in rows)
     assert summary["rows_evaluated"] == summary["mcq_rows"] == len(rows) == 5  # qnums 2, 3, 4, 5, 8 of one frame
     assert summary["rows_skipped"] == {"open questions, left out by --mcq-only": 3}
+
+
+def test_eval_refuses_a_file_whose_rows_share_an_idx_as_data_check_does(toydrive_dir, tiny_policy_dir, tmp_path,
+                                                                         capsys):
+    """Records are keyed by idx: two rows with one idx would become one record. Nothing is generated."""
+    from omnidrive_r1.cli import main
+    from omnidrive_r1.data.loaders import DataError
+    from omnidrive_r1.eval import run as run_mod
+    from omnidrive_r1.rollout import RolloutSettings
+
+    rows = json.loads((toydrive_dir / "drivelmm" / "test.json").read_text())[:4]
+    rows[1]["idx"] = rows[0]["idx"]
+    data, images = tmp_path / "dup_idx.json", toydrive_dir / "drivelmm"
+    data.write_text(json.dumps(rows))
+    why = rf"row 1 \(idx '{rows[0]['idx']}'\): duplicate idx '{rows[0]['idx']}': row 0 has it already"
+    with pytest.raises(DataError, match=why):
+        run_mod.evaluate(str(tiny_policy_dir), str(data), str(images), out=str(tmp_path / "out"),
+                         settings=RolloutSettings(max_turns=1, max_completion_length=4))
+    assert not (tmp_path / "out").exists()
+    assert main(["data", "check", "--drivelmm", str(data), "--images-root", str(images)]) == 2
+    assert re.search(why, capsys.readouterr().err)
 
 
 def test_zoom_iou_and_tool_metrics_in_the_summary():

@@ -167,3 +167,27 @@ def test_scoring_needs_a_readable_results_file(results):
     (results / "dup.json").write_text(json.dumps([{"idx": "s_a_2", "llm-response": "a"}] * 2))
     with pytest.raises(UserError, match="appears twice"):
         score_results(results / "dup.json", results / "test.json", out=results / "y")
+
+
+def test_a_train_shaped_file_keyed_by_idx_scores_as_its_test_shaped_twin(results):
+    """DriveLMM-o1 TRAIN rows hold reasoning and final answer in one `answer`; scoring recovers both."""
+    from omnidrive_r1.eval.run import score_results
+
+    test = json.loads((results / "test.json").read_text())
+    train = {r["idx"]: {"idx": r["idx"], "question": r["question"], "image": r["image"],
+                        "answer": f"**Step-by-Step Reasoning**:\n\n{r['steps']}\n\n**Final Answer**: {r['final_answer']}"}
+             for r in test}
+    (results / "train.json").write_text(json.dumps(train))
+    a = score_results(results / "results.json", results / "test.json", out=results / "a")
+    b = score_results(results / "results.json", results / "train.json", out=results / "b")
+    for key in ("mcq_accuracy", "mcq_accuracy_ours", "rows_evaluated", "rows_skipped", "mcq_rows"):
+        assert a[key] == b[key], key
+    rows_a, rows_b = ([json.loads(line) for line in (results / d / "rows.jsonl").read_text().splitlines()]
+                      for d in "ab")
+    assert [(r["final_answer"], r["steps"]) for r in rows_a] == [(r["final_answer"], r["steps"]) for r in rows_b]
+
+    train["s_h_1"]["answer"] = "**Step-by-Step Reasoning**: no final part"  # counted, never dropped silently
+    (results / "train.json").write_text(json.dumps(train))
+    c = score_results(results / "results.json", results / "train.json", out=results / "c")
+    assert c["rows_evaluated"] == a["rows_evaluated"] - 1 and c["rows_in_test_set"] == a["rows_in_test_set"]
+    assert c["rows_skipped"]["no usable ground truth in the test set (no final answer)"] == 1

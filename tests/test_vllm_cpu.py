@@ -162,8 +162,10 @@ def test_two_grpo_steps_with_vllm_rollouts_a_tool_call_and_synced_weights(toydri
         vllm_model = engine.llm.llm_engine.model_executor.driver_worker.model_runner.model
         if trainer.state.global_step == 1 and not gaps:
             dtype = next(vllm_model.parameters()).dtype
-            gaps.append((max(max_weight_gap(vllm_model, {k: v.to(dtype) for k, v in snapshots[1].items()}).values()),
-                         max(max_weight_gap(vllm_model, {k: v.to(dtype) for k, v in initial.items()}).values())))
+            gaps.append((max(max_weight_gap(vllm_model, {k: v.to(dtype) for k, v in snapshots[1].items()},
+                                            in_ulps=True).values()),
+                         max(max_weight_gap(vllm_model, {k: v.to(dtype) for k, v in initial.items()},
+                                            in_ulps=True).values())))
         if len(calls) == 1:  # step 1, first turn: rollout 0 zooms
             prompt_ids, completion_ids, logprobs, token_ids = out
             scripted = tokenizer(ZOOM, add_special_tokens=False)["input_ids"]
@@ -178,9 +180,13 @@ def test_two_grpo_steps_with_vllm_rollouts_a_tool_call_and_synced_weights(toydri
     assert trainer.state.global_step == 3
     assert calls[1] == [2], calls  # the turn after the tool: vLLM got the frame and the crop
     assert len(zooms) == 1 and zooms[0].ok and zooms[0].label == "traffic light" and zooms[0].crop.size[0] > 0
+    # Gaps in units in the last place of vLLM's dtype (bf16) at each weight. The kernels hold bf16 weights, and
+    # the packed GEMM a host picks may round a weight once more on its way in: measured 0 ulp on an AMD EPYC
+    # (AVX-512) with and without the AVX2 limit, 1 ulp (6.1e-5 at |w| ~ 0.01) on an Intel Xeon with AMX. A
+    # missed sync leaves thousands of ulps: the first step moves weights by about 1e-2.
     synced_gap, stale_gap = gaps[0]
-    assert synced_gap == 0.0, f"vLLM weights differ from the trainer's after step 1 by {synced_gap}"
-    assert stale_gap > 1e-2, "the first step did not move the weights enough to tell a sync from none"
+    assert synced_gap <= 1.0, f"vLLM weights differ from the trainer's after step 1 by {synced_gap:.1f} bf16 ulp"
+    assert stale_gap > 100, "the first step did not move the weights enough to tell a sync from none"
 
 
 def test_hf_and_vllm_see_the_same_image_tokens_and_prompt_ids(tiny_policy_dir, tmp_path, monkeypatch):

@@ -38,8 +38,16 @@ def kernel_weight(module, dtype) -> torch.Tensor:
     return module.cpu_linear(eye, None, None).t().float()
 
 
-def max_weight_gap(vllm_model, hf_state: dict[str, torch.Tensor]) -> dict[str, float]:
-    """Largest absolute difference per vLLM parameter (vocabulary padding ignored)."""
+def ulp(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """The spacing of `dtype`'s values (its unit in the last place) at each value of `t` (normal range)."""
+    info = torch.finfo(dtype)
+    _, exponent = torch.frexp(t.float().abs().clamp(min=info.tiny))
+    return torch.ldexp(torch.full_like(t, info.eps, dtype=torch.float32), exponent - 1)
+
+
+def max_weight_gap(vllm_model, hf_state: dict[str, torch.Tensor], in_ulps: bool = False) -> dict[str, float]:
+    """Largest difference per vLLM parameter (vocabulary padding ignored): absolute, or with `in_ulps` in units
+    in the last place of the parameter's own dtype at each expected value."""
     gaps = {}
     modules = dict(vllm_model.named_modules())
     for name, param in vllm_model.named_parameters():
@@ -49,5 +57,11 @@ def max_weight_gap(vllm_model, hf_state: dict[str, torch.Tensor]) -> dict[str, f
             have = kernel_weight(module, param.dtype)
         else:
             have = param.detach().float()[: want.shape[0]]
-        gaps[name] = float((have - want).abs().max()) if have.shape == want.shape else float("inf")
+        if have.shape != want.shape:
+            gaps[name] = float("inf")
+            continue
+        gap = (have - want).abs()
+        if in_ulps:
+            gap = gap / ulp(want, param.dtype)
+        gaps[name] = float(gap.max())
     return gaps

@@ -147,18 +147,22 @@ def finish(records: list[dict], out: Path, *, judge_config, title: str, accounti
 
 def evaluate(model: str, data: str | Path, images_root: str | None = None, *, engine: str = "hf", judge_config=None,
              limit: int | None = None, out: str | Path = "outputs/eval", batch_size: int = 8, settings=None,
-             tools: bool = True, overwrite: bool = False, mcq_only: bool = False) -> dict:
+             tools: bool = True, overwrite: bool = False, mcq_only: bool = False,
+             stitched_dir: str | Path | None = None) -> dict:
     """Roll `model` out on the DriveLMM-o1 file `data` (with the tool unless `tools=False`; its multiple-choice
-    rows only with `mcq_only`) and score it."""
+    rows only with `mcq_only`) and score it. A file whose rows share an idx is refused, naming the idx."""
     from tqdm.auto import tqdm
 
-    from omnidrive_r1.data.loaders import load_drivelmm, read_drivelmm_rows
+    from omnidrive_r1.data.loaders import duplicate_idx_error, load_drivelmm, read_drivelmm_rows
     from omnidrive_r1.rollout import RolloutSettings, make_engine, rollout
 
     out = Path(out)
     settings = settings or RolloutSettings.of_model(model)
-    total_rows = len(read_drivelmm_rows(data))
-    ds, report = load_drivelmm(data, images_root, limit=limit, skip_bad=True)
+    raw_rows = read_drivelmm_rows(data)
+    if error := duplicate_idx_error(data, raw_rows):  # records are keyed by idx: one would replace the other
+        raise error
+    total_rows = len(raw_rows)
+    ds, report = load_drivelmm(data, images_root, limit=limit, skip_bad=True, stitched_dir=stitched_dir)
     print(report.summary())
     open_rows = 0
     if mcq_only:
@@ -167,7 +171,8 @@ def evaluate(model: str, data: str | Path, images_root: str | None = None, *, en
     claim_output_dir(out, {"model": str(Path(model).resolve()) if Path(model).exists() else model,
                            "weights": weights_identity(model), "engine": engine, "tools": tools,
                            "settings": settings.__dict__, "data": str(Path(data).resolve()), "limit": limit,
-                           "mcq_only": mcq_only}, overwrite)
+                           "mcq_only": mcq_only,
+                           "stitched_dir": str(Path(stitched_dir).resolve()) if stitched_dir else None}, overwrite)
     generated = {r["idx"]: r for r in read_jsonl(out / "generations.jsonl")}
     todo = [i for i, idx in enumerate(ds["idx"]) if idx not in generated]
     if generated:
@@ -197,13 +202,28 @@ def score_results(results: str | Path, data: str | Path, *, judge_config=None, o
                   overwrite: bool = False) -> dict:
     """Score an official-format results file ([{"idx", "question", "llm-response"}], any model's) against the
     DriveLMM-o1 file `data`, generating nothing. Images are not needed."""
-    from omnidrive_r1.data.loaders import DRIVELMM_MCQ_QNUMS, read_drivelmm_rows
+    from omnidrive_r1.data.loaders import (
+        DRIVELMM_MCQ_QNUMS,
+        RowError,
+        drivelmm_truth,
+        duplicate_idx_error,
+        read_drivelmm_rows,
+    )
 
     out, results = Path(out), Path(results)
-    truth = {}
-    for row in read_drivelmm_rows(data):
+    rows = read_drivelmm_rows(data)
+    if error := duplicate_idx_error(data, rows):
+        raise error
+    truth, no_truth = {}, {}
+    for row in rows:
         if isinstance(row, dict) and isinstance(row.get("idx"), str):
-            truth[row["idx"]] = row
+            if "final_answer" in row:  # TEST rows, read as the official script reads them
+                truth[row["idx"]] = (row, str(row.get("steps") or ""), str(row["final_answer"]))
+                continue
+            try:  # TRAIN rows: one answer holding the reasoning and the final answer
+                truth[row["idx"]] = (row, *drivelmm_truth(row))
+            except RowError as e:
+                no_truth[row["idx"]] = f"no usable ground truth in the test set ({e.reason})"
     try:
         items = json.loads(results.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as e:
@@ -221,17 +241,21 @@ def score_results(results: str | Path, data: str | Path, *, judge_config=None, o
         if idx in seen:
             raise UserError(f"{results}, item {i}: idx {idx!r} appears twice")
         seen.add(idx)
+        if idx in no_truth:
+            skipped[no_truth[idx]] += 1
+            continue
         if idx not in truth:  # the official script ignores these too
             skipped["not in the test set"] += 1
             continue
-        row = truth[idx]
+        row, steps, final = truth[idx]
         qnum = idx.rsplit("_", 1)[-1]
         records.append({"idx": idx, "question": str(item.get("question", row.get("question", ""))),
-                        "final_answer": str(row.get("final_answer", "")), "steps": str(row.get("steps") or ""),
+                        "final_answer": final, "steps": steps,
                         "is_mcq": qnum.isdigit() and int(qnum) in DRIVELMM_MCQ_QNUMS,
                         "llm_response": item["llm-response"], "tool_calls": []})
-    missing = len(set(truth) - seen)
+    missing = len((set(truth) | set(no_truth)) - seen)
     if missing:
         skipped["no response in the results file"] = missing
-    accounting = {"rows_in_test_set": len(truth), "skipped": dict(skipped), "results_file": str(results)}
+    accounting = {"rows_in_test_set": len(truth) + len(no_truth), "skipped": dict(skipped),
+                  "results_file": str(results)}
     return finish(records, out, judge_config=judge_config, title=results.name, accounting=accounting)
