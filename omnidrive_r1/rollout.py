@@ -130,6 +130,12 @@ class VLLMEngine:
     same number of image tokens as in training."""
 
     def __init__(self, model_dir: str, processor, max_images: int = 5, seed: int = 0, **llm_kwargs):
+        import torch
+
+        from omnidrive_r1.cache import isolate_vllm_compile_cache
+
+        if not torch.cuda.is_available():
+            isolate_vllm_compile_cache()
         from vllm import LLM
 
         # on vLLM's CPU backend this fraction is of host memory, shared with everything else in the process

@@ -332,6 +332,10 @@ def build_stage(recipe_path: str | Path, overrides: list[str] = (), model=None) 
                           f"(per_device_train_batch_size {grpo.per_device_train_batch_size} x {state.num_processes} "
                           f"processes x gradient_accumulation_steps {grpo.gradient_accumulation_steps} / "
                           f"num_generations {grpo.num_generations}): add rows or lower the batch size")
+    if grpo.use_vllm and grpo.use_cpu:
+        from omnidrive_r1.cache import isolate_vllm_compile_cache
+
+        isolate_vllm_compile_cache()
     if model is None:
         model, processor = load_policy(recipe, model_args, Path(grpo.output_dir) / "vllm_model" if grpo.use_vllm
                                        else None, state.main_process_first)

@@ -14,6 +14,9 @@ def _offline_cache(tmp_path_factory):
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("WANDB_MODE", "offline")
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+    from omnidrive_r1.cache import isolate_vllm_compile_cache
+
+    isolate_vllm_compile_cache()  # vLLM's CPU kernels compiled under another instruction set abort the process
     if os.environ.get("OMNIDRIVE_TEST_CACHE"):
         os.environ["OMNIDRIVE_CACHE"] = os.environ["OMNIDRIVE_TEST_CACHE"]
     from omnidrive_r1.cache import cache_root
