@@ -42,6 +42,10 @@ class RecipeArguments:
     log_image_side: int = field(default=384, metadata={
         "help": "log_completions: images in the completions table are shrunk to fit this many pixels a side; full "
                 "frames cost 2.2 s of a 5.5 s toy step to encode (docs/performance.md); 0 logs them as they are"})
+    vision_attention: str = field(default="per_window", metadata={
+        "help": "the vision tower's windowed attention under sdpa/eager: 'per_window' (transformers' own: one "
+                "attention call per window) or 'batched' (one padded call per layer, omnidrive_r1/vision_attention.py;"
+                " docs/performance.md); flash_attention_2 is left as it is"})
     init_from: str | None = field(default=None, metadata={
         "help": "start from this local model directory (stage 2: stage 1's final/); must exist"})
     overwrite_output_dir: bool = field(default=False, metadata={
@@ -215,6 +219,9 @@ def validate(recipe: RecipeArguments, grpo, model_args) -> None:
     _number("log_image_side", recipe.log_image_side, minimum=0, integer=True)
     if recipe.image_processor_backend not in ("torchvision", "pil"):
         raise RecipeError(f"image_processor_backend: {recipe.image_processor_backend!r}; it is 'torchvision' or 'pil'")
+    if recipe.vision_attention not in ("per_window", "batched"):
+        raise RecipeError(f"vision_attention: {recipe.vision_attention!r}; it is 'per_window' (transformers' own) or "
+                          "'batched' (one attention call per layer)")
     if recipe.on_bad_reward not in ("skip", "stop"):
         raise RecipeError(f"on_bad_reward: {recipe.on_bad_reward!r}; it is 'skip' (leave the group out of the "
                           "update) or 'stop'")

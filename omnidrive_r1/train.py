@@ -341,6 +341,11 @@ def build_stage(recipe_path: str | Path, overrides: list[str] = (), model=None) 
                                        else None, state.main_process_first)
     else:
         processor = load_processor(recipe, model_args)
+    if recipe.vision_attention != "per_window":
+        from omnidrive_r1.vision_attention import set_vision_attention
+
+        layers = set_vision_attention(model, recipe.vision_attention)
+        log.info(f"vision attention: {recipe.vision_attention} in {layers} layers")
     trainer = ToolGRPOTrainer(
         model=model, reward_funcs=reward_funcs, args=grpo, train_dataset=dataset, processing_class=processor,
         environment_factory=factory, peft_config=lora_config(model_args), on_bad_reward=recipe.on_bad_reward,

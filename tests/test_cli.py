@@ -73,6 +73,8 @@ def test_our_own_errors_print_one_line_and_exit_2_without_a_traceback(tmp_path, 
         (["train", "recipes/toy/stage1.yaml", "rewards=[{path: nowhere.py:fn}]", "toy={}", f"output_dir={tmp_path / 'run'}"], "reward file not found"),
         (["train", "recipes/toy/stage1.yaml", "tools=[{name: zoom_in, max_tool_call: 2}]", "toy={}", f"output_dir={tmp_path / 'run'}"],
          "takes no option"),
+        (["train", "recipes/toy/stage1.yaml", "vision_attention=fused", "toy={}", f"output_dir={tmp_path / 'run'}"],
+         "vision_attention: 'fused'; it is 'per_window'"),
         (["eval", "--results", str(tmp_path / "r.json")], "--results needs --data"),
     ]:
         assert main(argv) == 2, argv  # an exception escaping main would fail the test with its traceback

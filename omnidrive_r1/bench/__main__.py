@@ -8,6 +8,7 @@ stock      step time per generated token against TRL's own GRPOTrainer (no tool,
 scaling    0/1/2/4 zoom calls x groups of 4/8/16: step time and peak memory (table + outputs/bench/scaling.png)
 vllm_step  the same step with vLLM colocated vs transformers generation, and vLLM's weight sync (.venv-vllm)
 tool_call, vllm_vs_hf: the pieces in isolation (omnidrive_r1/bench/micro.py); clip_reward with --only
+vision_attention  the vision tower's windowed attention, per window vs one call per layer (bench/vision.py)
 
 Every step figure comes from real training steps in a fresh process (`omnidrive_r1.bench.steps`). Method and
 results: docs/performance.md.
@@ -24,6 +25,7 @@ import time
 from pathlib import Path
 
 from omnidrive_r1.bench import micro
+from omnidrive_r1.bench.vision import bench_vision_attention
 from omnidrive_r1.bench.steps import OUT
 
 VLLM_PYTHON = Path(".venv-vllm/bin/python")
@@ -164,14 +166,16 @@ def bench_vllm_step() -> dict:
 
 BENCHES = {"step": bench_step, "stock": bench_stock, "scaling": bench_scaling, "vllm_step": bench_vllm_step,
            "tool_call": micro.bench_tool_call, "clip_reward": micro.bench_clip_reward,
-           "vllm_vs_hf": micro.bench_vllm_vs_hf}
+           "vllm_vs_hf": micro.bench_vllm_vs_hf, "vision_attention": bench_vision_attention}
 # (figure, comparison, target): None means reported without a target
 TARGETS = {"step": [("overhead_fraction", "<=", 0.10), ("clip_reward_fraction", "<=", 0.10)],
            "stock": [("ratio_same_work", None, None), ("ratio_toy_preset", None, None)],
            "scaling": [("fastest_growing_phase", None, None)],
            "vllm_step": [("step_ratio_per_token", None, None), ("sync_weights_seconds", None, None)],
            "tool_call": [("median_ms", "<", 20.0)], "clip_reward": [("speedup", None, None)],
-           "vllm_vs_hf": [("ratio", None, None)]}
+           "vllm_vs_hf": [("ratio", None, None)],
+           "vision_attention": [("forward_speedup", None, None), ("forward_backward_speedup", None, None),
+                                ("max_abs_difference", None, None)]}
 
 
 def details(name: str, result: dict) -> None:
@@ -194,6 +198,14 @@ def details(name: str, result: dict) -> None:
                   f"{r['generated_tokens_per_step']:>8.0f}")
         print(f"    seconds per added call, by group: {_rounded(result['seconds_per_added_call'])}; per added "
               f"completion, by calls: {_rounded(result['seconds_per_added_sample'])}; plot: {result['png']}")
+    elif name == "vision_attention":
+        print(f"    {result['device']}, {result['layers']} layers x width {result['width']}, {result['patches']} "
+              f"patches ({result['dtype']})")
+        for mode in ("per_window", "batched"):
+            r = result[mode]
+            print(f"    {mode:<10} {r['attention_calls_per_forward']:>5} attention calls per forward, forward "
+                  f"{r['forward_seconds']:.3f} s, forward+backward {r['forward_backward_seconds']:.3f} s, attention "
+                  f"{100 * r['attention_share_of_forward_backward']:.0f}% of it")
     elif name == "vllm_step":
         print(f"    generation tokens/s, vLLM over transformers: {result['generation_ratio_tokens_per_s']:.2f}")
 
@@ -206,7 +218,7 @@ def report(name: str, result: dict) -> list[str]:
     lines = []
     for key, op, target in TARGETS[name]:
         value = result[key]
-        shown = f"{value:.3f}" if isinstance(value, float) else str(value)
+        shown = (f"{value:.2e}" if 0 < abs(value) < 0.01 else f"{value:.3f}") if isinstance(value, float) else str(value)
         if op is None:
             lines.append(f"{name}: {key}={shown}")
         else:
