@@ -25,8 +25,8 @@ import time
 from pathlib import Path
 
 from omnidrive_r1.bench import micro
-from omnidrive_r1.bench.vision import bench_vision_attention
 from omnidrive_r1.bench.steps import OUT
+from omnidrive_r1.bench.vision import bench_vision_attention
 
 VLLM_PYTHON = Path(".venv-vllm/bin/python")
 CALLS, GROUPS = (0, 1, 2, 4), (4, 8, 16)

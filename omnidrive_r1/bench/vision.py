@@ -37,7 +37,6 @@ def _tower(device: str):
 
 def _inputs(device: str, dtype):
     import numpy as np
-    import torch
     from PIL import Image
     from transformers import Qwen2VLImageProcessor
 
