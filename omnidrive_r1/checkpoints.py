@@ -169,7 +169,7 @@ def resolve_resume(grpo) -> str | None:
 
 
 # what a training run writes into its output_dir (and all that `overwrite_output_dir` removes)
-RUN_ARTIFACTS = ("final", "metrics.jsonl", "curves.png", "vllm_model", ".partial", "wandb")
+RUN_ARTIFACTS = ("final", "metrics.jsonl", "curves.png", "rollouts", "vllm_model", ".partial", "wandb")
 
 
 def existing_run(output_dir: str | Path) -> list[str]:

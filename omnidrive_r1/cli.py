@@ -202,6 +202,15 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def cmd_view(args) -> int:
+    from omnidrive_r1.view import write_view
+
+    info = write_view(args.dir, args.out, max_rows=args.max_rows)
+    print(f"{info['out']}: {info['rows']} {info['kind']} rows, {info['bytes'] / 1e6:.1f} MB, written in "
+          f"{info['seconds']:.1f} s; open it in a browser")
+    return 0
+
+
 def cmd_rollout(args) -> int:
     from omnidrive_r1.data.loaders import load_drivelmm
     from omnidrive_r1.eval.run import make_record
@@ -301,6 +310,20 @@ def build_parser() -> argparse.ArgumentParser:
                     help="replace an evaluation in --out that another model or other settings produced")
     ev.add_argument("--batch-size", type=_positive_int, default=8, help="rows per generation batch (default 8)")
     ev.set_defaults(func=cmd_eval)
+
+    vw = sub.add_parser(
+        "view", help="one HTML page of rollouts: the frame with each zoom box, the crops, the reasoning, the scores",
+        description="Write a self-contained HTML page (images inlined, no server) for an evaluation folder "
+                    "(omnidrive-r1 eval --out) or a training stage's output folder (its rollouts/, written every "
+                    "rollouts_every steps): per row the frame the policy saw with each zoom box and the ground-truth "
+                    "box, the crops, the reasoning and answer, the score or every reward term; filters for correct, "
+                    "wrong, no tool and failed calls, and a step slider for a training run.",
+        epilog="examples:\n  omnidrive-r1 view outputs/eval/toy-stage2-final\n  omnidrive-r1 view outputs/toy/stage1",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    vw.add_argument("dir", help="an evaluation folder or a training output folder")
+    vw.add_argument("--out", help="the HTML file to write (default DIR/view.html)")
+    vw.add_argument("--max-rows", type=_positive_int, help="at most this many rows (a training run: the latest)")
+    vw.set_defaults(func=cmd_view)
 
     data = sub.add_parser("data", help="generate or check datasets", description="Generate or check datasets.")
     dsub = data.add_subparsers(dest="data_command", required=True, metavar="DATA_COMMAND")

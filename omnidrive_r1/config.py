@@ -46,6 +46,9 @@ class RecipeArguments:
         "help": "the vision tower's windowed attention under sdpa/eager: 'per_window' (transformers' own: one "
                 "attention call per window) or 'batched' (one padded call per layer, omnidrive_r1/vision_attention.py;"
                 " docs/performance.md); flash_attention_2 is left as it is"})
+    rollouts_every: int = field(default=10, metadata={
+        "help": "write the rollouts of step 1 and every N-th step (text, rewards, boxes, frames and crops as small "
+                "JPEGs) to output_dir/rollouts/ for `omnidrive-r1 view`; 0 turns it off"})
     init_from: str | None = field(default=None, metadata={
         "help": "start from this local model directory (stage 2: stage 1's final/); must exist"})
     overwrite_output_dir: bool = field(default=False, metadata={
@@ -217,6 +220,7 @@ def validate(recipe: RecipeArguments, grpo, model_args) -> None:
     _number("image_max_pixels", recipe.image_max_pixels, minimum=recipe.image_min_pixels, integer=True)
     _number("image_cache_mb", recipe.image_cache_mb, minimum=0)
     _number("log_image_side", recipe.log_image_side, minimum=0, integer=True)
+    _number("rollouts_every", recipe.rollouts_every, minimum=0, integer=True)
     if recipe.image_processor_backend not in ("torchvision", "pil"):
         raise RecipeError(f"image_processor_backend: {recipe.image_processor_backend!r}; it is 'torchvision' or 'pil'")
     if recipe.vision_attention not in ("per_window", "batched"):

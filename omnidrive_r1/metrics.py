@@ -76,7 +76,52 @@ def _series(rows, key):
     return list(zip(*pts)) if pts else ([], [])
 
 
+def smoothing_window(points: int) -> int:
+    """Steps in the rolling mean drawn over the raw points: about an eighth of the run, 1 to 10 steps."""
+    return max(1, min(10, points // 8))
+
+
+def rolling_mean(values, window: int) -> list[float]:
+    """Mean over `window` points centred on each point (fewer at the ends), so the line does not lag the dots.
+
+    >>> rolling_mean([0, 1, 0, 1, 1], 3)
+    [0.5, 0.3333333333333333, 0.6666666666666666, 0.6666666666666666, 1.0]
+    """
+    before, after = window // 2, (window - 1) // 2
+    out = []
+    for i in range(len(values)):
+        part = values[max(0, i - before):i + after + 1]
+        out.append(sum(part) / len(part))
+    return out
+
+
+def curve_panels(rows: list[dict]) -> list[dict]:
+    """What curves.png draws: per panel its title and curves, each with raw points, the rolling mean and its
+    window. A panel's title names only what was logged (TRL logs no KL when beta is 0)."""
+    panels = []
+    for panel, curves in PANELS:
+        drawn = []
+        for label, key in curves:
+            keys = ([k for k in dict.fromkeys(k for r in rows for k in r)
+                     if k.startswith(key) and k.endswith("/mean")] if label == "*" else [key])
+            for k in keys:
+                xs, ys = _series(rows, k)
+                if xs:
+                    window = smoothing_window(len(xs))
+                    drawn.append({"label": k.split("/")[1] if label == "*" else label, "key": k, "steps": list(xs),
+                                  "raw": list(ys), "window": window, "smooth": rolling_mean(list(ys), window)})
+        if panel == "KL and entropy":
+            logged = [c["label"] for c in drawn]
+            panel = " and ".join(logged) if logged else panel
+            if "kl" not in logged and logged:
+                panel += " (KL not logged: beta = 0)"
+        panels.append({"title": panel, "curves": drawn})
+    return panels
+
+
 def plot_curves(metrics_path: str | Path, out: str | Path, title: str = "") -> Path:
+    """Six panels; faint dots are the per-step means (each over one step's completions, so they jump), the line
+    is their rolling mean over the window named in the legend."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -84,24 +129,19 @@ def plot_curves(metrics_path: str | Path, out: str | Path, title: str = "") -> P
 
     rows = read_metrics(metrics_path)
     fig, axes = plt.subplots(2, 3, figsize=(15, 7.5))
-    for ax, (panel, curves) in zip(axes.flat, PANELS):
-        drawn = 0
-        for label, key in curves:
-            keys = ([k for k in dict.fromkeys(k for r in rows for k in r)
-                     if k.startswith(key) and k.endswith("/mean")] if label == "*" else [key])
-            for k in keys:
-                xs, ys = _series(rows, k)
-                if xs:
-                    ax.plot(xs, ys, marker="o", ms=3, label=k.split("/")[1] if label == "*" else label)
-                    drawn += 1
-        ax.set_title(panel)
+    for ax, panel in zip(axes.flat, curve_panels(rows)):
+        for curve in panel["curves"]:
+            smooth = f" (mean of {curve['window']} steps)" if curve["window"] > 1 else ""
+            line, = ax.plot(curve["steps"], curve["smooth"], lw=2, label=curve["label"] + smooth)
+            ax.plot(curve["steps"], curve["raw"], "o", ms=2.5, alpha=0.3, color=line.get_color())
+        ax.set_title(panel["title"])
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
-        if drawn:
+        if panel["curves"]:
             ax.legend(fontsize=8)
         else:
             ax.text(0.5, 0.5, "not logged", ha="center", va="center", transform=ax.transAxes, color="grey")
-    fig.suptitle(title or str(metrics_path))
+    fig.suptitle((title or str(metrics_path)) + "  (dots: each step; lines: rolling mean)")
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     plt.close(fig)

@@ -349,7 +349,8 @@ def build_stage(recipe_path: str | Path, overrides: list[str] = (), model=None) 
     trainer = ToolGRPOTrainer(
         model=model, reward_funcs=reward_funcs, args=grpo, train_dataset=dataset, processing_class=processor,
         environment_factory=factory, peft_config=lora_config(model_args), on_bad_reward=recipe.on_bad_reward,
-        log_image_side=recipe.log_image_side, callbacks=[CurvesCallback(grpo.output_dir)],
+        log_image_side=recipe.log_image_side, rollouts_every=recipe.rollouts_every,
+        callbacks=[CurvesCallback(grpo.output_dir)],
     )
     log.info(f"distributed: {describe_distributed(trainer.accelerator)}")
     setup_wandb(recipe, grpo, trainer.accelerator.is_main_process)

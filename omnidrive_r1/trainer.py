@@ -173,16 +173,23 @@ class ToolGRPOTrainer(GRPOTrainer):
             made equal, so its advantages are 0); "stop" raises. Either way the reward and sample are logged.
         log_image_side: images in the logged completions table are shrunk to fit this many pixels a side
             (0: as they are).
+        rollouts_every: write the main process's rollouts of step 1 and every N-th step to
+            output_dir/rollouts/ for `omnidrive-r1 view` (0: off; omnidrive_r1/rollout_log.py).
     """
 
-    def __init__(self, *args, on_bad_reward: str = "skip", log_image_side: int = 384, **kwargs):
+    def __init__(self, *args, on_bad_reward: str = "skip", log_image_side: int = 384, rollouts_every: int = 0,
+                 **kwargs):
         if on_bad_reward not in ("skip", "stop"):
             raise ValueError(f"on_bad_reward must be 'skip' or 'stop', got {on_bad_reward!r}")
         self.on_bad_reward = on_bad_reward
         self.log_image_side = log_image_side
+        self._rollouts_every = rollouts_every
         check_private_api()
         super().__init__(*args, **kwargs)
         check_private_api(self)
+        from omnidrive_r1.rollout_log import RolloutLog
+
+        self.rollout_log = RolloutLog(self.args.output_dir, rollouts_every) if rollouts_every else None
         if self.use_vllm and self.vllm_mode == "colocate":
             generation = self.vllm_generation
             if vllm_runs_on_cpu():
@@ -272,6 +279,11 @@ class ToolGRPOTrainer(GRPOTrainer):
             for name, value in batch_metrics(self.environments).items():
                 self._log_metric(name, value)
         rewards = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        step = self.state.global_step + 1
+        if self.rollout_log and self.accelerator.is_main_process and self.rollout_log.due(step):
+            # gathered rows come in process order: the main process's own are the first
+            self.rollout_log.write(step, inputs, completions, self.environments, rewards[:len(completions)].cpu(),
+                                   list(self.reward_func_names))
         return self._drop_bad_reward_groups(rewards, inputs, completions)
 
     def _drop_bad_reward_groups(self, rewards, inputs, completions):

@@ -133,6 +133,12 @@ def test_toy_stage1_then_stage2_leave_the_promised_outputs(toydrive_dir, tiny_po
         assert (out / "curves.png").stat().st_size > 10_000
         assert list((out / "wandb").glob("offline-run-*")), "no offline wandb run"
         assert list(out.glob("checkpoint-*"))
+        rollouts = [json.loads(line) for line in (out / "rollouts" / "rollouts.jsonl").read_text().splitlines()]
+        assert [r["step"] for r in rollouts] == [1] * 4 + [2] * 4  # rollouts_every: 2 -> step 1 and step 2
+        assert all((out / "rollouts" / r["frame"]).exists() and "answer_accuracy" in r["rewards"] for r in rollouts)
+    from omnidrive_r1.view import write_view
+
+    assert write_view(s1)["rows"] == 8
 
     # stage 2's model directory loads in plain transformers and generates with the zoom tool
     from transformers import AutoModelForImageTextToText, AutoProcessor

@@ -67,15 +67,16 @@ def claim_output_dir(out: Path, produced_by: dict, overwrite: bool) -> None:
     marker.write_text(json.dumps(produced_by, indent=1))
 
 
-def make_record(row: dict, rollout) -> dict:
-    """One generated row: the response as text, the parsed answer and every tool call."""
+def make_record(row: dict, rollout, frame: str | None = None) -> dict:
+    """One generated row: the response as text, the parsed answer and every tool call (`frame`: the image file
+    the policy saw, for `omnidrive-r1 view`)."""
     calls = [{"ok": c.ok, "reason": c.reason, "label": c.label, "bbox_2d": c.arguments.get("bbox_2d"),
               "box": list(c.box) if c.box else None, "crop_size": list(c.crop.size) if c.crop else None}
              for c in rollout.zoom_calls]
     record = {"idx": row["idx"], "question": row["question"], "final_answer": row["answer"], "steps": row["steps"],
               "is_mcq": row["is_mcq"], "response": messages_text(rollout.completion),
               "answer": final_answer(rollout.completion), "tool_calls": calls, "truncated": rollout.truncated,
-              "dropped_tool_reply": rollout.dropped_tool_reply, "gt_box": row.get("gt_box")}
+              "dropped_tool_reply": rollout.dropped_tool_reply, "gt_box": row.get("gt_box"), "frame": frame}
     if row.get("gt_box") and any(c["ok"] for c in calls):
         record["zoom_iou"] = max(box_iou(c["box"], row["gt_box"]) for c in calls if c["ok"])
     return record
@@ -178,12 +179,16 @@ def evaluate(model: str, data: str | Path, images_root: str | None = None, *, en
     if generated:
         print(f"resuming: {len(generated)} rows already generated, {len(todo)} to go")
     if todo:
+        import datasets
+
+        frames = ds.cast_column("image", datasets.Image(decode=False))["image"]
         runner, processor = make_engine(engine, model, settings)
         append = Appender(out / "generations.jsonl")
         for start in tqdm(range(0, len(todo), batch_size), desc="generating", unit="batch"):
-            rows = [ds[i] for i in todo[start:start + batch_size]]
-            for row, r in zip(rows, rollout(runner, processor, rows, settings, tools=tools)):
-                record = make_record(row, r)
+            batch = todo[start:start + batch_size]
+            rows = [ds[i] for i in batch]
+            for i, row, r in zip(batch, rows, rollout(runner, processor, rows, settings, tools=tools)):
+                record = make_record(row, r, frame=frames[i].get("path"))
                 append(record)
                 generated[record["idx"]] = record
     records = [generated[idx] for idx in ds["idx"]]
