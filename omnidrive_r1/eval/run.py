@@ -54,9 +54,10 @@ def claim_output_dir(out: Path, produced_by: dict, overwrite: bool) -> None:
     marker = out / "run.json"
     if marker.exists():
         before = json.loads(marker.read_text())
-        if before != produced_by:
+        # a key an older version did not write counts as unset (None), so its folders are still resumed
+        differs = sorted(k for k in set(before) | set(produced_by) if before.get(k) != produced_by.get(k))
+        if differs:
             if not overwrite:
-                differs = sorted(k for k in set(before) | set(produced_by) if before.get(k) != produced_by.get(k))
                 raise UserError(f"--out {out} holds an evaluation produced differently (differs in: {', '.join(differs)}); "
                                 "pass --overwrite to replace it, or choose another --out")
             for name in OUTPUTS:
