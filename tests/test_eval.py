@@ -228,3 +228,16 @@ def test_vllm_engine_generates_on_this_machine(toydrive_dir, tiny_policy_dir, tm
     assert summary["rows_evaluated"] == 2
     rows = [json.loads(line) for line in (tmp_path / "rows.jsonl").read_text().splitlines()]
     assert all(isinstance(r["response"], str) for r in rows)
+
+
+def test_an_eval_folder_of_an_older_version_is_resumed_not_refused(tmp_path):
+    """A key that run.json did not have before (stitched_dir) counts as unset; a real difference still refuses."""
+    from omnidrive_r1.errors import UserError
+    from omnidrive_r1.eval.run import claim_output_dir
+
+    (tmp_path / "run.json").write_text(json.dumps({"model": "m", "limit": None}))
+    (tmp_path / "generations.jsonl").write_text('{"idx": "a_b_1"}\n')
+    claim_output_dir(tmp_path, {"model": "m", "limit": None, "stitched_dir": None}, overwrite=False)
+    assert (tmp_path / "generations.jsonl").exists()
+    with pytest.raises(UserError, match="differs in: stitched_dir"):
+        claim_output_dir(tmp_path, {"model": "m", "limit": None, "stitched_dir": "/frames"}, overwrite=False)
