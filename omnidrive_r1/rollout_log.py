@@ -15,15 +15,9 @@ from pathlib import Path
 
 from omnidrive_r1.cache import content_key
 from omnidrive_r1.protocol import final_answer, messages_text
+from omnidrive_r1.vision import thumbnail
 
 log = logging.getLogger(__name__)
-
-
-def _shrunk(image, side: int):
-    from PIL import ImageOps
-
-    image = image.convert("RGB")
-    return ImageOps.contain(image, (side, side)) if max(image.size) > side else image
 
 
 class RolloutLog:
@@ -62,7 +56,7 @@ class RolloutLog:
                 frame = images[0].root
                 name = f"frames/{content_key(idx)}.jpg"
                 if not (self.dir / name).exists():
-                    _shrunk(frame, self.frame_side).save(self.dir / name, quality=85)
+                    thumbnail(frame, self.frame_side).convert("RGB").save(self.dir / name, quality=85)
                 record.update(frame=name, frame_size=list(frame.size))
             for k, call in enumerate(getattr(env, "calls", [])):
                 entry = {"ok": call.ok, "reason": call.reason, "label": call.label,
@@ -70,7 +64,7 @@ class RolloutLog:
                          "box": list(call.box) if call.box else None}
                 if call.crop is not None:
                     crop = f"crops/{step}-{i}-{k}.jpg"
-                    _shrunk(call.crop, self.crop_side).save(self.dir / crop, quality=85)
+                    thumbnail(call.crop, self.crop_side).convert("RGB").save(self.dir / crop, quality=85)
                     entry.update(crop=crop, crop_size=list(call.crop.size))
                 record["tool_calls"].append(entry)
             lines.append(json.dumps(record, default=float))

@@ -19,7 +19,7 @@ from omnidrive_r1.checkpoints import STAGING, load_model_weights, publish
 from omnidrive_r1.protocol import messages_text
 from omnidrive_r1.rewards import RewardError
 from omnidrive_r1.tools import annotate, batch_metrics
-from omnidrive_r1.vision import vision_token_ids
+from omnidrive_r1.vision import thumbnail, vision_token_ids
 
 log = logging.getLogger(__name__)
 
@@ -129,15 +129,6 @@ def generate_with_unexpanded_images(real_generate, pad: int, prompts, images, nu
                  f"({sum(list(p).count(pad) for p in prompts)} image tokens, checked token for token)",
                  extra={"all_ranks": True})
     return prompts, completion_ids, logprobs, token_ids
-
-
-def thumbnail(image, side: int):
-    """`image` shrunk to fit `side` x `side` (a PIL image; anything else, or a small one, is returned as is)."""
-    from PIL import Image, ImageOps
-
-    if not isinstance(image, Image.Image) or max(image.size) <= side:
-        return image  # ImageOps.contain would enlarge a small one
-    return ImageOps.contain(image, (side, side), Image.Resampling.BILINEAR)
 
 
 def image_token_runs(ids: list[int], pad: int) -> list[int]:

@@ -21,16 +21,12 @@ from pathlib import Path
 from omnidrive_r1.errors import UserError
 from omnidrive_r1.eval.drivelmm import box_iou
 from omnidrive_r1.jsonl import read_jsonl
+from omnidrive_r1.vision import thumbnail
 
 
 def _data_uri(image, side: int) -> str:
-    from PIL import ImageOps
-
-    image = image.convert("RGB")
-    if max(image.size) > side:
-        image = ImageOps.contain(image, (side, side))
     buf = io.BytesIO()
-    image.save(buf, format="JPEG", quality=80)
+    thumbnail(image, side).convert("RGB").save(buf, format="JPEG", quality=80)
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
