@@ -104,12 +104,14 @@ def load_data(recipe: RecipeArguments, output_dir: str | Path):
 
     data = dict(recipe.data)
     path = Path(data["path"])
-    if not path.exists():
-        from omnidrive_r1.toy.toydrive import generate
+    spec = data.get("toydrive")
+    if spec:
+        from omnidrive_r1.toy.toydrive import generate, stale
 
-        spec = data["toydrive"]
-        log.info(f"generating toydrive into {spec['out']} (frames={spec.get('frames', 16)}, seed={spec.get('seed', 0)})")
-        generate(spec["out"], frames=spec.get("frames", 16), seed=spec.get("seed", 0))
+        if not path.exists() or stale(spec["out"]):  # none yet, or one an older version of the world wrote
+            log.info(f"generating toydrive into {spec['out']} (frames={spec.get('frames', 16)}, "
+                     f"seed={spec.get('seed', 0)})")
+            generate(spec["out"], frames=spec.get("frames", 16), seed=spec.get("seed", 0))
     if data["kind"] == "drivelmm":
         ds, report = load_drivelmm(path, data.get("images_root"), skip_bad=data.get("skip_bad", False),
                                    limit=data.get("limit"), stitched_dir=data.get("stitched_dir"))

@@ -64,3 +64,14 @@ def tiny_processor_dir(_offline_cache):
     from omnidrive_r1.toy.tiny import build_tiny_processor_dir
 
     return build_tiny_processor_dir(seed=0)
+
+
+# the real toy base build with fewer SFT steps, and one protocol attempt (no reading check reruns)
+SMALL_BASE = {"reading": 60, "context": 60, "pointing": 60, "protocol": 40}
+
+
+@pytest.fixture(scope="session")
+def small_toy_base(_offline_cache):
+    from omnidrive_r1.toy.base import build_toy_base
+
+    return build_toy_base(seed=0, steps=SMALL_BASE, clip_steps=60, attempts=1)

@@ -11,14 +11,6 @@ import pytest
 from omnidrive_r1.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
-SMALL_BASE = {"reading": 60, "context": 60, "pointing": 60, "protocol": 40}
-
-
-@pytest.fixture(scope="session")
-def small_toy_base(_offline_cache):
-    from omnidrive_r1.toy.base import build_toy_base
-
-    return build_toy_base(seed=0, steps=SMALL_BASE, clip_steps=60)
 
 
 @pytest.mark.slow

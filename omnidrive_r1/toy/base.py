@@ -64,7 +64,7 @@ TOY_CLIP_CONFIG = {
     "vision_cfg": {"image_size": 112, "layers": 2, "width": 64, "head_width": 32, "patch_size": 16},
     "text_cfg": {"context_length": 32, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
 }
-STRIPES = {"left": "stripes running down to the right", "right": "stripes running up to the right",
+STRIPES = {"left": "stripes running down to the right", "right": "vertical stripes",
            "closed": "horizontal stripes"}
 CAPTIONS = {"left": "a chevron pointing left", "right": "a chevron pointing right", "closed": "a road-closed barrier"}
 
@@ -357,15 +357,58 @@ def _sft(model, processor, dataset, seed: int, steps: int, batch_size: int, lr: 
 
 # SFT steps per phase (`train_policy`); each phase sees every example once
 PHASE_STEPS = {"reading": 200, "context": 300, "pointing": 200, "protocol": 300}
+# The build's check of the one skill RL cannot teach: reading a board from an on-target crop deep in the
+# conversation (`reading_check`). The pointing phase costs part of it and the protocol phase brings it back, by
+# an amount that varied with the machine, the thread count and the seed (with two diagonal patterns: 1.00, 0.72,
+# 0.53 and 0.37 on four builds, and stage 2 gained 2 points from the 0.37 one: `docs/toy.md`). Below
+# `READING_GATE` the protocol phase is run again from the state before it, on frames of another seed, up to
+# `PROTOCOL_ATTEMPTS` times; the best attempt is kept.
+READING_GATE = 0.9
+PROTOCOL_ATTEMPTS = 4
 
 
-def train_policy(out: Path, seed: int, steps: dict | None = None, batch_size: int = 8, lr: float = 3e-3) -> dict:
+def reading_check(model, processor, seed: int, frames: int = 24) -> dict:
+    """Teacher-forced, on held-out frames (a seed stream no phase trains on): after the system prompt, the frame,
+    the question, an on-target zoom and the crop it returns, is the true reading the most likely of the three?
+    About 40 conversations, a few seconds. Returns the accuracy and the confusion (`truth->read`: count)."""
+    import torch
+
+    was_training = model.training
+    model.eval()
+    hits, confusion = 0, {}
+    examples = [ex for ex in protocol_examples(processor, seed + 0x5EED, frames, reading_only=True)
+                if len(ex["images"]) == 2 and "cannot" not in ex["completion"][0]["content"][0]["text"]]
+    with torch.no_grad():
+        for ex in examples:
+            prompt = processor.apply_chat_template(ex["prompt"], tokenize=False, add_generation_prompt=True)
+            truth = ex["completion"][0]["content"][0]["text"]
+            colour = truth.split("<think>The ", 1)[1].split()[0]
+            scores = []
+            for meaning in MEANINGS:
+                think = f"<think>The {colour} board has {STRIPES[meaning]}: {CAPTIONS[meaning]}.</think>"
+                batch = processor(text=[prompt + think], images=ex["images"], return_tensors="pt")
+                start = processor(text=[prompt], images=ex["images"], return_tensors="pt")["input_ids"].shape[1]
+                ids = batch["input_ids"][0]
+                logp = torch.log_softmax(model(**batch).logits[0, :-1].float(), -1)
+                scores.append(float(logp[start - 1:].gather(1, ids[start:, None]).sum()))
+            true = next(m for m in MEANINGS if STRIPES[m] in truth)
+            read = MEANINGS[max(range(len(MEANINGS)), key=scores.__getitem__)]
+            hits += read == true
+            confusion[f"{true}->{read}"] = confusion.get(f"{true}->{read}", 0) + 1
+    model.train(was_training)
+    return {"accuracy": hits / max(1, len(examples)), "conversations": len(examples),
+            "confusion": dict(sorted(confusion.items()))}
+
+
+def train_policy(out: Path, seed: int, steps: dict | None = None, batch_size: int = 8, lr: float = 3e-3,
+                 attempts: int = PROTOCOL_ATTEMPTS) -> dict:
     """The tiny policy (with `TOY_BASE_OVERRIDES`), fine-tuned with TRL's SFTTrainer on assistant tokens only, in
     four phases (`PHASE_STEPS`): reading a crop alone; reading it after the frame and the question; pointing at
     a named camera's board (text only); then the protocol's turns with `BOX_MIX` and `READ_MIX`. Every example
     is seen once: repeated ones were learnt by heart (a crop read alone: 0.80 on held-out crops after 4 epochs
     of 1,200 examples, 1.00 after one epoch of 4,800). The order matters: reading in context after pointing
-    undid the pointing (`docs/toy.md`)."""
+    undid the pointing (`docs/toy.md`). The protocol phase is checked (`reading_check`) and run again when it
+    lost the reading, up to `attempts` times in all."""
     import torch
     from datasets import Dataset
     from transformers import AutoModelForImageTextToText, AutoProcessor
@@ -382,38 +425,75 @@ def train_policy(out: Path, seed: int, steps: dict | None = None, batch_size: in
         "reading": (lambda n: reading_examples(seed, 16 * n), 16),
         "context": (lambda n: protocol_examples(processor, seed, batch_size * n // 2, reading_only=True), batch_size),
         "pointing": (lambda n: pointing_examples(processor, seed, 32 * n), 32),
-        "protocol": (lambda n: protocol_examples(processor, seed, batch_size * n // 4 + 1), batch_size),
-    }
+    }  # then the protocol phase (`_protocol_phase`)
     record = {}
     for name, (examples, batch) in phases.items():
-        if steps[name]:
-            log.info(f"toy base policy, {name} phase: {steps[name]} steps of {batch}")
-            dataset = Dataset.from_list(examples(steps[name]))
-            record[name] = {"steps": steps[name], "examples": len(dataset),
-                            "loss": _sft(model, processor, dataset, seed, steps[name], batch, lr)}
+        if not steps[name]:
+            continue
+        log.info(f"toy base policy, {name} phase: {steps[name]} steps of {batch}")
+        dataset = Dataset.from_list(examples(steps[name]))
+        record[name] = {"steps": steps[name], "examples": len(dataset),
+                        "loss": _sft(model, processor, dataset, seed, steps[name], batch, lr)}
+    if steps["protocol"]:
+        record["protocol"] = _protocol_phase(model, processor, seed, steps["protocol"], batch_size, lr, attempts)
     model.eval()
     model.save_pretrained(out)
     processor.save_pretrained(out)
     return record
 
 
-def toy_base_key(seed: int = 0, steps: dict | None = None, clip_steps: int = 300) -> str:
+def _protocol_phase(model, processor, seed: int, steps: int, batch_size: int, lr: float, attempts: int) -> dict:
+    """The protocol phase, checked by `reading_check` and run again from the state before it (frames of another
+    seed each time) until the check passes `READING_GATE`; the best attempt is kept. Returns its record."""
+    import copy
+
+    from datasets import Dataset
+
+    before = copy.deepcopy(model.state_dict())
+    tries, best = [], None
+    for attempt in range(max(1, attempts)):
+        data_seed = seed + 7919 * attempt  # attempt 0 is the build as it always was
+        if attempt:
+            model.load_state_dict(before)
+        log.info(f"toy base policy, protocol phase (attempt {attempt + 1} of {attempts}): {steps} steps of {batch_size}")
+        dataset = Dataset.from_list(protocol_examples(processor, data_seed, batch_size * steps // 4 + 1))
+        loss = _sft(model, processor, dataset, data_seed, steps, batch_size, lr)
+        check = reading_check(model, processor, seed)
+        tries.append({"data_seed": data_seed, "examples": len(dataset), "loss": loss, "reading_check": check})
+        log.info(f"toy base policy: reading in context {check['accuracy']:.2f} after the protocol phase "
+                 f"(gate {READING_GATE}) {check['confusion']}")
+        if best is None or check["accuracy"] > tries[best]["reading_check"]["accuracy"]:
+            best, best_state = attempt, copy.deepcopy(model.state_dict())
+        if check["accuracy"] >= READING_GATE:
+            break
+    if best != len(tries) - 1:
+        model.load_state_dict(best_state)
+    if tries[best]["reading_check"]["accuracy"] < READING_GATE:
+        log.warning(f"toy base policy: no protocol attempt of {attempts} reads crops in context at {READING_GATE} "
+                    f"or better (best {tries[best]['reading_check']['accuracy']:.2f}); RL will have less to work with")
+    return {"steps": steps, "examples": tries[best]["examples"], "loss": tries[best]["loss"],
+            "attempts": len(tries), "kept": best + 1, "reading_gate": READING_GATE, "tries": tries}
+
+
+def toy_base_key(seed: int = 0, steps: dict | None = None, clip_steps: int = 300,
+                 attempts: int = PROTOCOL_ATTEMPTS) -> str:
     """The content key of a toy base build: everything the bytes depend on."""
     from omnidrive_r1 import templates
     from omnidrive_r1.cache import content_key
     from omnidrive_r1.toy.tiny import TINY_POLICY_CONFIG
 
-    return content_key("toy-base-9", seed, {**PHASE_STEPS, **(steps or {})}, clip_steps, BOX_MIX, READ_MIX,
-                       TOY_CLIP_CONFIG, TINY_POLICY_CONFIG, TOY_BASE_OVERRIDES, templates.QWEN2_5_VL_TOOLS)
+    return content_key("toy-base-10", seed, {**PHASE_STEPS, **(steps or {})}, clip_steps, BOX_MIX, READ_MIX,
+                       TOY_CLIP_CONFIG, TINY_POLICY_CONFIG, TOY_BASE_OVERRIDES, templates.QWEN2_5_VL_TOOLS,
+                       READING_GATE, attempts)
 
 
 def build_toy_base(out: str | Path | None = None, seed: int = 0, steps: dict | None = None,
-                   clip_steps: int = 300) -> Path:
+                   clip_steps: int = 300, attempts: int = PROTOCOL_ATTEMPTS) -> Path:
     """Build (or reuse) the toy CLIP and the toy base policy into `out` (default: the cache). `steps` overrides
-    `PHASE_STEPS` (the tests build a small base that way)."""
+    `PHASE_STEPS` and `attempts` the protocol phase's tries (the tests build a small base that way)."""
     from omnidrive_r1.cache import build_atomically, cache_root
 
-    key = toy_base_key(seed, steps, clip_steps)
+    key = toy_base_key(seed, steps, clip_steps, attempts)
     target = Path(out) if out else cache_root() / "models" / f"toy-base-s{seed}-{key}"
 
     def build(tmp: Path):
@@ -422,7 +502,7 @@ def build_toy_base(out: str | Path | None = None, seed: int = 0, steps: dict | N
         clip = train_clip(tmp / "clip", seed, clip_steps)
         log.info(f"toy CLIP: held-out caption retrieval {clip['caption_retrieval_accuracy']:.2f} "
                  f"(chance {clip['chance']:.2f})")
-        policy = train_policy(tmp / "policy", seed, steps)
+        policy = train_policy(tmp / "policy", seed, steps, attempts=attempts)
         (tmp / "build.json").write_text(json.dumps({"clip": clip, "policy": policy, "box_mix": BOX_MIX,
                                                     "read_mix": READ_MIX, "seed": seed}, indent=2))
 

@@ -7,7 +7,7 @@ of the six cameras. A board's colour is its visible
 context; its decisive detail is the pattern of thin white stripes on it, which says what the board means:
 
 - diagonal `\\` stripes: a chevron pointing **left**;
-- diagonal `/` stripes: a chevron pointing **right**;
+- vertical stripes: a chevron pointing **right**;
 - horizontal stripes: the road is **closed**.
 
 The stripes are a few pixels apart: after the policy's input resize (`docs/coordinates.md`) they average
@@ -177,7 +177,9 @@ def stripe_mask(meaning: str, size: tuple[int, int]) -> Image.Image:
     import numpy as np
 
     y, x = np.mgrid[0:size[1], 0:size[0]]
-    phase = {"closed": y, "left": x - y, "right": x + y}[meaning] % STRIPE_PERIOD
+    # Two diagonals (`\` and `/`) were the first design: the toy base then lost their direction deep in the
+    # conversation on most builds (reading in context 0.37 to 0.72, `docs/toy.md`); three orientations were read
+    phase = {"closed": y, "left": x - y, "right": x}[meaning] % STRIPE_PERIOD
     return Image.fromarray(((phase < STRIPE_PERIOD // 2) * 255).astype(np.uint8), mode="L")
 
 
@@ -319,6 +321,8 @@ def generate(out: str | Path, frames: int = 8, seed: int = 0, camera_size: tuple
     for split, rows in splits.items():
         (drive / f"{split}.json").write_text(json.dumps(rows, indent=1))
     _write_parquet(out / "deepeyes" / "train.parquet", deepeyes_rows)
+    (out / VERSION_FILE).write_text(json.dumps({"version": TOYDRIVE_VERSION, "frames": frames, "seed": seed,
+                                                "test_fraction": test_fraction}) + "\n")
     return {"train": len(splits["train"]), "test": len(splits["test"]), "deepeyes": len(deepeyes_rows),
             "drivelmm_dir": str(drive), "deepeyes_parquet": str(out / "deepeyes" / "train.parquet")}
 
@@ -352,19 +356,32 @@ def _write_parquet(path: Path, rows: list[dict]):
 
 
 TOY_FRAMES = 48  # what recipes/toy/*.yaml generate (data.toydrive.frames)
+# Raised whenever the same seed draws different pixels or questions (2: vertical stripes for "right"); a folder
+# written by another version is generated again
+TOYDRIVE_VERSION = 2
+VERSION_FILE = "toydrive.json"
 # The held-out evaluation set: its own seed (no training run uses it; the toy base draws its frames from a stream
 # of its own) and every frame in test.json. 60 frames, 480 questions, 300 of them multiple choice.
 HELDOUT = {"out": "outputs/toydrive-heldout", "frames": 60, "seed": 20261122}
 
 
 def ensure_toydrive(out: str | Path, frames: int = TOY_FRAMES, seed: int = 0, test_fraction: float = 0.25) -> Path:
-    """`out`, with toydrive generated there first if it holds none (by default the toy recipes' toydrive, so an
-    evaluation run before training leaves the data training expects)."""
+    """`out`, with toydrive generated there first if it holds none, or one an older version of the world wrote
+    (by default the toy recipes' toydrive, so an evaluation run before training leaves the data training
+    expects)."""
     out = Path(out)
-    if not (out / "drivelmm" / "test.json").exists():
+    if not (out / "drivelmm" / "test.json").exists() or stale(out):
         print(f"generating toydrive into {out} ({frames} frames, seed {seed})")
         generate(out, frames=frames, seed=seed, test_fraction=test_fraction)
     return out
+
+
+def stale(out: str | Path) -> bool:
+    """Whether `out` holds toydrive written by another version of the world (`TOYDRIVE_VERSION`)."""
+    marker = Path(out) / VERSION_FILE
+    if not (Path(out) / "drivelmm" / "test.json").exists():
+        return False
+    return not marker.exists() or json.loads(marker.read_text()).get("version") != TOYDRIVE_VERSION
 
 
 def ensure_heldout() -> Path:
