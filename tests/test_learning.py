@@ -27,5 +27,5 @@ def test_a_few_rl_steps_raise_the_mean_reward_of_a_fixed_batch(small_toy_base, t
     assert len(rewards) == steps
     before, after = sum(rewards[:4]) / 4, sum(rewards[-4:]) / 4
     print(f"mean reward of the fixed batch, steps 1-4: {before:.3f}; steps {steps - 3}-{steps}: {after:.3f}")
-    # 64 completions on each side (measured here: 0.109 before, 0.178 after); the threshold leaves room for noise
+    # 64 completions on each side (measured here: 0.324 before, 0.599 after); the threshold leaves room for noise
     assert after > before + 0.05, (before, after, rewards)
