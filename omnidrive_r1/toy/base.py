@@ -383,11 +383,11 @@ def reading_check(model, processor, seed: int, frames: int = 24) -> dict:
             prompt = processor.apply_chat_template(ex["prompt"], tokenize=False, add_generation_prompt=True)
             truth = ex["completion"][0]["content"][0]["text"]
             colour = truth.split("<think>The ", 1)[1].split()[0]
+            start = processor(text=[prompt], images=ex["images"], return_tensors="pt")["input_ids"].shape[1]
             scores = []
             for meaning in MEANINGS:
                 think = f"<think>The {colour} board has {STRIPES[meaning]}: {CAPTIONS[meaning]}.</think>"
                 batch = processor(text=[prompt + think], images=ex["images"], return_tensors="pt")
-                start = processor(text=[prompt], images=ex["images"], return_tensors="pt")["input_ids"].shape[1]
                 ids = batch["input_ids"][0]
                 logp = torch.log_softmax(model(**batch).logits[0, :-1].float(), -1)
                 scores.append(float(logp[start - 1:].gather(1, ids[start:, None]).sum()))
