@@ -147,6 +147,13 @@ def _judge_config(args):
         raise UserError("--judge-url is needed to judge (an OpenAI-compatible base URL such as http://127.0.0.1:8000/v1)")
     common = dict(api_key_env=args.judge_key_env, concurrency=args.judge_concurrency, retries=args.judge_retries,
                   timeout=args.judge_timeout)
+    if args.benchmark != "drivelmm":
+        if args.official_script or args.judge_prompt:
+            raise UserError("--official-script and --judge-prompt are DriveLMM-o1's reasoning judge; "
+                            f"--benchmark {args.benchmark} asks a yes/no judge (--judge-url, --judge-model)")
+        if not args.judge_model:
+            raise UserError("--judge-model is needed with --judge-url (e.g. gpt-4o-mini)")
+        return JudgeConfig.yes_no(args.judge_url, args.judge_model, **common)
     if args.official_script:
         if args.judge_prompt:
             raise UserError("--judge-prompt and --official-script exclude each other: the official request has "
@@ -164,16 +171,11 @@ def _judge_config(args):
     return JudgeConfig(url=args.judge_url, model=args.judge_model, **common, **extra)
 
 
-def _default_out(model: str | None, results: str | None) -> str:
-    """outputs/eval/<name>: outputs/toy/stage2/final -> outputs/eval/toy-stage2-final."""
+def _default_out(model: str | None, results: str | None, benchmark: str = "drivelmm") -> str:
+    """outputs/eval/<name>: outputs/toy/stage2/final -> outputs/eval/toy-stage2-final (-vstar, -hrbench for the
+    other benchmarks)."""
     name = Path(results).stem if results else "-".join(Path(model).parts[-3:])
-    return str(Path("outputs/eval") / name)
-
-
-def _toy_test_set() -> str:
-    from omnidrive_r1.toy.toydrive import ensure_heldout
-
-    return str(ensure_heldout())
+    return str(Path("outputs/eval") / (name if benchmark == "drivelmm" else f"{name}-{benchmark}"))
 
 
 def cmd_eval(args) -> int:
@@ -183,6 +185,8 @@ def cmd_eval(args) -> int:
 
     judge = _judge_config(args)
     if args.results:
+        if args.benchmark != "drivelmm":
+            raise UserError("--results scores an official DriveLMM-o1 results file; leave out --benchmark")
         if not args.data:
             raise UserError("--results needs --data, the DriveLMM-o1 test JSON the results answer")
         score_results(args.results, args.data, judge_config=judge, out=args.out or _default_out(None, args.results),
@@ -190,15 +194,20 @@ def cmd_eval(args) -> int:
         return 0
     if not args.model:
         raise UserError("--model is needed (a model directory such as outputs/toy/stage2/final, or a hub id)")
+    options = {}
+    if args.benchmark == "drivelmm":
+        options = {"mcq_only": args.mcq_only, "stitched_dir": args.stitched_dir}
+    elif args.mcq_only or args.stitched_dir:
+        raise UserError(f"--mcq-only and --stitched-dir are DriveLMM-o1's; --benchmark {args.benchmark} has neither")
     settings = RolloutSettings.of_model(args.model)
     if args.max_turns is not None:
         settings.max_turns = args.max_turns
     if args.max_completion_length is not None:
         settings.max_completion_length = args.max_completion_length
-    evaluate(args.model, args.data or _toy_test_set(), args.images_root, engine=args.engine, judge_config=judge,
-             limit=args.limit, out=args.out or _default_out(args.model, None), batch_size=args.batch_size,
-             settings=settings, tools=not args.no_tools, overwrite=args.overwrite,
-             mcq_only=args.mcq_only, stitched_dir=args.stitched_dir)
+    evaluate(args.model, args.data, args.images_root, benchmark=args.benchmark, engine=args.engine,
+             judge_config=judge, limit=args.limit, out=args.out or _default_out(args.model, None, args.benchmark),
+             batch_size=args.batch_size, settings=settings, tools=not args.no_tools, overwrite=args.overwrite,
+             **options)
     return 0
 
 
@@ -212,18 +221,19 @@ def cmd_view(args) -> int:
 
 
 def cmd_rollout(args) -> int:
-    from omnidrive_r1.data.loaders import load_drivelmm
-    from omnidrive_r1.eval.run import make_record
+    from omnidrive_r1.eval import benchmarks
+    from omnidrive_r1.eval.run import make_record, open_rows
     from omnidrive_r1.rollout import RolloutSettings, make_engine, rollout
 
-    ds, report = load_drivelmm(args.data or _toy_test_set(), args.images_root, limit=args.n,
-                               stitched_dir=args.stitched_dir)
-    print(report.summary())
+    bench = benchmarks.get("drivelmm")
+    loaded = bench.load(args.data or bench.default_data(), images_root=args.images_root, limit=args.n,
+                        stitched_dir=args.stitched_dir)
+    print(loaded.note)
     settings = RolloutSettings.of_model(args.model)
     if args.max_completion_length is not None:
         settings.max_completion_length = args.max_completion_length
     engine, processor = make_engine(args.engine, args.model, settings)
-    rows = [ds[i] for i in range(len(ds))]
+    rows = open_rows(loaded.rows)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "rollouts.jsonl", "w") as f:
@@ -233,6 +243,12 @@ def cmd_rollout(args) -> int:
             print(f"[{record['idx'][-12:]}] {len(record['tool_calls'])} tool calls, answer {record['answer']!r}")
     print(f"{len(rows)} rollouts -> {out / 'rollouts.jsonl'}")
     return 0
+
+
+def benchmark_names() -> list[str]:
+    from omnidrive_r1.eval.benchmarks import names
+
+    return names()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -268,13 +284,19 @@ def build_parser() -> argparse.ArgumentParser:
     rc.set_defaults(func=cmd_recipes)
 
     ev = sub.add_parser(
-        "eval", help="evaluate a policy on DriveLMM-o1 (MCQ accuracy, judge scores, tool use)",
-        description="Roll the policy out with its tools on DriveLMM-o1 rows (as the recipe that trained it did), "
-                    "parse MCQ answers with the official rules and ours, optionally judge the reasoning on 12 "
-                    "metrics with any OpenAI-compatible endpoint, and write OUT/{rows.jsonl, results.json, "
-                    "summary.json, summary.md, summary.png}. With --results, score any model's official-format "
-                    "results file instead. An interrupted run resumes where it stopped.",
+        "eval", help="evaluate a policy on DriveLMM-o1, V* Bench or HR-Bench (accuracy, judge scores, tool use)",
+        description="Roll the policy out with its tools on a benchmark's rows (as the recipe that trained it did) "
+                    "and score it. DriveLMM-o1 (the default): MCQ answers parsed with the official rules and ours, "
+                    "the reasoning optionally judged on 12 metrics with any OpenAI-compatible endpoint; with "
+                    "--results, score any model's official-format results file instead. V* Bench: accuracy with "
+                    "the options in file order (as published) and over every rotation of them, zoom IoU against "
+                    "the target boxes. HR-Bench 4K/8K: accuracy per category averaged over the option cycles, a "
+                    "yes/no judge optional. Writes OUT/{rows.jsonl, summary.json, summary.md, summary.png}; an "
+                    "interrupted run resumes where it stopped.",
         epilog="examples:\n  omnidrive-r1 eval --model outputs/toy/stage2/final\n"
+               "  omnidrive-r1 eval --model outputs/toy/stage2/final --benchmark vstar    # toydrive in V* format\n"
+               "  omnidrive-r1 eval --model /models/run/final --benchmark vstar --data /data/vstar_bench\n"
+               "  omnidrive-r1 eval --model /models/run/final --benchmark hrbench --data /data/hr_bench_4k.tsv\n"
                "  omnidrive-r1 eval --model outputs/toy/base/policy --no-tools\n"
                "  omnidrive-r1 eval --model /models/run/final --data /data/DriveLMM-o1/test.json \\\n"
                "      --images-root /data/nuscenes --judge-url http://127.0.0.1:8000/v1 \\\n"
@@ -284,7 +306,11 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter)
     ev.add_argument("--model", help="model directory or hub id to roll out")
     ev.add_argument("--results", help="score this official-format results file instead of generating")
-    ev.add_argument("--data", help="DriveLMM-o1 JSON (default: the held-out toydrive test set, outputs/toydrive-heldout, generated if missing)")
+    ev.add_argument("--benchmark", choices=benchmark_names(), default="drivelmm",
+                    help="which benchmark (default drivelmm); each reads its published format from --data")
+    ev.add_argument("--data", help="DriveLMM-o1 JSON, V* Bench folder or HR-Bench TSV (default: toydrive in that "
+                                   "format: outputs/toydrive-heldout, outputs/toydrive-vstar, outputs/toydrive-hrbench, "
+                                   "generated if missing)")
     ev.add_argument("--images-root", help="folder the camera paths are relative to (default: the JSON's)")
     ev.add_argument("--stitched-dir", help="folder of pre-stitched 2x3 frames named <idx without its question number>.png (or .jpg); "
                          "the camera files are then not read")

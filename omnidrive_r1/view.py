@@ -61,6 +61,12 @@ def _eval_frames(folder: Path, records: list[dict]) -> dict[str, str]:
     return {idx: p.get("path") for idx, p in zip(ds["idx"], paths) if p.get("path")}
 
 
+def _gt_boxes(record: dict) -> list:
+    """A record's ground-truth boxes: `gt_boxes` (every benchmark), or the single `gt_box` older records and
+    training rollouts carry."""
+    return record.get("gt_boxes") or ([record["gt_box"]] if record.get("gt_box") else [])
+
+
 def _eval_rows(folder: Path) -> list[dict]:
     name = "rows.jsonl" if (folder / "rows.jsonl").exists() else "generations.jsonl"
     records = read_jsonl(folder / name)
@@ -71,15 +77,20 @@ def _eval_rows(folder: Path) -> list[dict]:
         if r.get("is_mcq"):
             scores.update(truth_letter=r.get("truth_letter"), official_letter=r.get("official_letter"),
                           correct_ours=r.get("mcq_correct_ours"))
+        elif "options" in r:  # V* Bench, HR-Bench
+            scores.update({k: r[k] for k in ("category", "cycle_category", "rotation", "truth_letter", "letter")
+                           if k in r})
         judge = (r.get("judge") or {}).get("scores") or {}
         if "Overall Score" in judge:
             scores["judge overall"] = judge["Overall Score"]
         if "zoom_iou" in r:
             scores["zoom IoU"] = round(r["zoom_iou"], 3)
-        rows.append({"idx": r["idx"], "step": None, "question": r.get("question"), "truth": r.get("final_answer"),
+        correct = r["correct"] if "correct" in r else r.get("mcq_correct_ours") if r.get("is_mcq") else None
+        rows.append({"idx": r["idx"], "step": None, "question": r.get("question"),
+                     "truth": r.get("final_answer") or r.get("truth"),
                      "response": r.get("response") or r.get("llm_response") or "", "answer": r.get("answer"),
-                     "correct": r.get("mcq_correct_ours") if r.get("is_mcq") else None, "scores": scores,
-                     "gt_box": r.get("gt_box"), "frame_path": r.get("frame") or fallback.get(r["idx"]),
+                     "correct": correct, "scores": scores, "gt_boxes": _gt_boxes(r),
+                     "frame_path": r.get("frame") or fallback.get(r["idx"]),
                      "tool_calls": [{**c, "crop_path": None} for c in r.get("tool_calls") or []]})
     return rows
 
@@ -97,7 +108,7 @@ def _training_rows(folder: Path) -> list[dict]:
                      "response": r.get("response", ""), "answer": r.get("answer"),
                      "correct": None if accuracy is None else accuracy >= 1.0,
                      "scores": {k: (round(v, 3) if isinstance(v, float) else v) for k, v in rewards.items()},
-                     "gt_box": r.get("gt_box"), "frame_path": str(base / r["frame"]) if r.get("frame") else None,
+                     "gt_boxes": _gt_boxes(r), "frame_path": str(base / r["frame"]) if r.get("frame") else None,
                      "frame_size": r.get("frame_size"),
                      "tool_calls": [{**c, "crop_path": str(base / c["crop"]) if c.get("crop") else None}
                                     for c in r.get("tool_calls") or []]})
@@ -183,7 +194,7 @@ def _card(row: dict, frame_id: str | None, frame_size, crops: list[str | None]) 
     picture = '<div class="meta">(frame not found)</div>'
     if frame_id and frame_size:
         w, h = frame_size
-        shapes = [_box_rect(row["gt_box"], "gt", "truth")] if row.get("gt_box") else []
+        shapes = [_box_rect(box, "gt", "truth") for box in row["gt_boxes"]]
         for k, c in enumerate(calls, 1):
             if c.get("box"):
                 shapes.append(_box_rect(c["box"], "zoom" if c.get("ok") else "fail", f"{k} {c.get('label') or ''}"))
@@ -196,7 +207,8 @@ def _card(row: dict, frame_id: str | None, frame_size, crops: list[str | None]) 
         picture = f'<div class="frame"><img data-frame="{frame_id}" alt="frame {html.escape(row["idx"])}">{svg}</div>'
     figures = []
     for k, (c, crop) in enumerate(zip(calls, crops), 1):
-        iou = f", IoU {box_iou(c['box'], row['gt_box']):.2f}" if c.get("box") and row.get("gt_box") else ""
+        best = max((box_iou(c["box"], box) for box in row["gt_boxes"]), default=None) if c.get("box") else None
+        iou = f", IoU {best:.2f}" if best is not None else ""
         caption = (f"{k}. {html.escape(str(c.get('label') or ''))} {c.get('box')}{iou}" if c.get("ok") else
                    f"{k}. failed: {html.escape(str(c.get('reason')))} {html.escape(str(c.get('bbox_2d')))[:60]}")
         image = f'<img src="{crop}">' if crop else ""

@@ -189,8 +189,10 @@ def test_eval_refuses_a_file_whose_rows_share_an_idx_as_data_check_does(toydrive
 
 
 def test_zoom_iou_and_tool_metrics_in_the_summary():
+    from omnidrive_r1.eval.benchmarks.drivelmm import BENCHMARK
     from omnidrive_r1.eval.report import summarise
-    from omnidrive_r1.eval.run import score_record
+
+    score_record = BENCHMARK.score
 
     base = {"question": "q", "final_answer": "B) Go.", "steps": "", "response": "<answer>B) Go.</answer>",
             "answer": "B) Go.", "truncated": False, "gt_box": [0, 0, 10, 10]}

@@ -1,12 +1,14 @@
-"""The 12-metric reasoning judge over any OpenAI-compatible chat-completions endpoint.
+"""The judge over any OpenAI-compatible chat-completions endpoint: DriveLMM-o1's 12-metric reasoning judge, and
+a yes/no correctness check for multiple-choice benchmarks (HR-Bench's official scoring asks one).
 
-Two request layouts (`docs/evaluation.md`):
+Three request layouts (`docs/evaluation.md`):
 - `ours` (the default): the project's own prompt (same metrics and 1-10 bands as the official one) and a
   user message that labels the reference steps and answer;
 - `official`: the DriveLMM-o1 request byte for byte (system prompt, one text block `Question: ...\nGround
   Truth: ...\nLLM Response: ...`, model, temperature, max tokens, response schema), for numbers that stand
   next to the published ones. The official system prompt is the authors' writing and is not shipped: it is
-  read from the user's own copy of the official `evaluation_script.py` (`--official-script`).
+  read from the user's own copy of the official `evaluation_script.py` (`--official-script`);
+- `yesno`: is this answer to the question correct, given the right option? (`JudgeConfig.yes_no`)
 
 Strict JSON-schema output when the server accepts it; bounded concurrency; retries with exponential backoff
 on HTTP errors, timeouts and malformed JSON. A row that still fails is returned as a failure with its reason:
@@ -64,6 +66,10 @@ RESPONSE_SCHEMA = {
 
 OFFICIAL_MODEL = "gpt-4o-mini"
 
+YES_NO_PROMPT = """You check answers to multiple-choice questions about an image. You get the question with its
+options, the correct option, and a model's answer. Decide whether the model's answer picks the correct option
+(by its letter or by its content). Reply with one word: yes or no."""
+
 
 def official_system_prompt(script: str | Path) -> str:
     """The system prompt of the user's copy of the official `evaluation_script.py` (the string assigned to
@@ -111,6 +117,12 @@ class JudgeConfig:
                    prompt_source=f"the official system prompt, read from {script}", temperature=0.0,
                    max_tokens=500, json_schema=True, **kwargs)
 
+    @classmethod
+    def yes_no(cls, url: str, model: str, **kwargs) -> JudgeConfig:
+        """A yes/no correctness check (its verdict is read as {"correct": 1.0 or 0.0})."""
+        return cls(url=url, model=model, prompt=YES_NO_PROMPT, layout="yesno", json_schema=False, max_tokens=10,
+                   prompt_source="the project's yes/no prompt", **kwargs)
+
     def identity(self) -> dict:
         """What decides a judge's answers (a re-run with another identity judges again)."""
         return {"url": self.url, "model": self.model, "layout": self.layout, "prompt": self.prompt,
@@ -133,6 +145,9 @@ class JudgeError(Exception):
 
 
 def judge_messages(config: JudgeConfig, question: str, steps: str, final_answer: str, response: str) -> list[dict]:
+    if config.layout == "yesno":
+        user = f"Question:\n{question}\n\nCorrect option:\n{final_answer}\n\nModel's answer:\n{response}"
+        return [{"role": "system", "content": config.prompt}, {"role": "user", "content": user}]
     if config.layout == "official":
         text = f"Question: {question}\nGround Truth: {official_ground_truth(steps, final_answer)}\nLLM Response: {response}"
         return [{"role": "system", "content": config.prompt},
@@ -175,6 +190,18 @@ def parse_scores(text: str) -> dict:
     return scores
 
 
+def parse_verdict(text: str) -> dict:
+    """A yes/no reply as {"correct": 1.0} or {"correct": 0.0}.
+
+    >>> parse_verdict("Yes."), parse_verdict("**no**")
+    ({'correct': 1.0}, {'correct': 0.0})
+    """
+    words = "".join(ch if ch.isalpha() else " " for ch in text.lower()).split()
+    if words and words[0] in ("yes", "no"):
+        return {"correct": 1.0 if words[0] == "yes" else 0.0}
+    raise JudgeError(f"the judge did not answer yes or no: {text.strip()[:60]!r}")
+
+
 class Judge:
     def __init__(self, config: JudgeConfig):
         self.config = config
@@ -213,7 +240,8 @@ class Judge:
             reply = None
             try:
                 reply = self._post(messages)
-                return Judgment(idx, parse_scores(reply), attempts=attempt, reply=reply)
+                parse = parse_verdict if self.config.layout == "yesno" else parse_scores
+                return Judgment(idx, parse(reply), attempts=attempt, reply=reply)
             except JudgeError as e:
                 error = str(e)
                 if not e.retry:

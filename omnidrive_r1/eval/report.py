@@ -25,8 +25,6 @@ def summarise(records: list[dict], judge_config, accounting: dict) -> dict:
     kept_mcq = [r for r in kept if r["is_mcq"]]
     ours = [r["judge"]["scores"] for r in records if (r.get("judge") or {}).get("scores")]
     failed = [r for r in records if not (r.get("judge") or {}).get("scores")] if judge_on else []
-    calls = [c for r in records for c in r.get("tool_calls") or []]
-    ious = [r["zoom_iou"] for r in records if "zoom_iou" in r]
     agg = aggregate_judgments(ours)
     return {
         "rows_in_test_set": accounting["rows_in_test_set"],
@@ -47,21 +45,37 @@ def summarise(records: list[dict], judge_config, accounting: dict) -> dict:
         "judged": len(ours),
         "judge_failures": len(failed),
         "judge_failure_reasons": dict(Counter((r.get("judge") or {}).get("error") or "not judged" for r in failed)),
+        **tool_figures(records),
+        **{k: v for k, v in accounting.items() if k not in ("rows_in_test_set", "skipped")},
+    }
+
+
+TOOL_KEYS = ("tool_calls_per_question", "tool_failure_rate", "zoom_iou", "zoom_iou_rows", "truncated")
+
+
+def tool_figures(records: list[dict]) -> dict:
+    """How the policy used its tool, for every benchmark: calls per question, the share of calls that failed,
+    zoom IoU against the ground-truth boxes (rows that have them and made a good call), rows cut off."""
+    calls = [c for r in records for c in r.get("tool_calls") or []]
+    ious = [r["zoom_iou"] for r in records if r.get("zoom_iou") is not None]
+    return {
         "tool_calls_per_question": len(calls) / len(records) if records else 0.0,
         "tool_failure_rate": sum(not c["ok"] for c in calls) / len(calls) if calls else 0.0,
         "zoom_iou": sum(ious) / len(ious) if ious else None,
         "zoom_iou_rows": len(ious),
         "truncated": sum(bool(r.get("truncated")) for r in records),
-        **{k: v for k, v in accounting.items() if k not in ("rows_in_test_set", "skipped")},
     }
 
 
-def _fmt(v):
+def tool_lines(summary: dict) -> list[str]:
+    return ["| tool use | value |", "|---|---|", *[f"| {k} | {fmt(summary[k])} |" for k in TOOL_KEYS]]
+
+
+def fmt(v):
     return "n/a" if v is None else (f"{v:.2f}" if isinstance(v, float) else str(v))
 
 
 def write_summary(summary: dict, out: Path, title: str) -> None:
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
     s = summary
     lines = [f"# DriveLMM-o1 evaluation: {title}", "",
              f"Rows: {s['rows_evaluated']} evaluated of {s['rows_in_test_set']} in the test set.", ""]
@@ -73,15 +87,13 @@ def write_summary(summary: dict, out: Path, title: str) -> None:
         lines += [f"Judge failures: {n} {'row' if n == 1 else 'rows'} (the official script would drop them from both "
                   "of its figures; ours count them here):", *[f"- {n}: {why}" for why, n in s["judge_failure_reasons"].items()], ""]
     lines += ["| figure | official-equivalent | ours |", "|---|---|---|",
-              f"| MCQ accuracy (%) | {_fmt(s['mcq_accuracy'])} | {_fmt(s['mcq_accuracy_ours'])} |",
-              f"| reasoning score (%) | {_fmt(s['reasoning_score'])} | {_fmt(s['reasoning_score_ours'])} |",
+              f"| MCQ accuracy (%) | {fmt(s['mcq_accuracy'])} | {fmt(s['mcq_accuracy_ours'])} |",
+              f"| reasoning score (%) | {fmt(s['reasoning_score'])} | {fmt(s['reasoning_score_ours'])} |",
               f"| rows counted | {s['official_rows_kept']} | {s['rows_evaluated']} |", "",
-              f"MCQ accuracy with our strict `<answer>` parser: {_fmt(s['mcq_accuracy_strict'])} % of {s['mcq_rows']} "
-              "MCQ rows.", "", "| tool use | value |", "|---|---|"]
-    lines += [f"| {k} | {_fmt(s[k])} |" for k in ("tool_calls_per_question", "tool_failure_rate", "zoom_iou",
-                                                 "zoom_iou_rows", "truncated")]
+              f"MCQ accuracy with our strict `<answer>` parser: {fmt(s['mcq_accuracy_strict'])} % of {s['mcq_rows']} "
+              "MCQ rows.", "", *tool_lines(s)]
     lines += ["", "| sub-metric (x10) | value |", "|---|---|"]
-    lines += [f"| {m} | {_fmt(v)} |" for m, v in s["sub_metrics"].items()]
+    lines += [f"| {m} | {fmt(v)} |" for m, v in s["sub_metrics"].items()]
     lines += ["", "Published (reasoning % / MCQ %): " + ", ".join(f"{k} {a}/{b}" for k, (a, b) in PUBLISHED.items())]
     (out / "summary.md").write_text("\n".join(lines) + "\n")
     plot_summary(summary, out / "summary.png", title)
@@ -109,6 +121,29 @@ def plot_summary(summary: dict, path: Path, title: str) -> None:
     ax.set_ylim(0, 100)
     ax.set_title("DriveLMM-o1 (official-equivalent figures): published results and this run")
     ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_published(published: dict, this_run: dict, path: Path, title: str, ylabel: str) -> None:
+    """Bars: each published result, then this run's figures (`this_run`: label -> percent or None)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [*published, *(f"this run ({k})" for k in this_run)]
+    values = [*published.values(), *((v or 0.0) for v in this_run.values())]
+    colours = ["#999999"] * len(published) + ["#4c72b0", "#dd8452", "#55a868"][:len(this_run)]
+    fig, ax = plt.subplots(figsize=(max(5, 1.3 * len(names)), 4))
+    ax.bar(range(len(names)), values, color=colours)
+    for i, v in enumerate(values):
+        ax.text(i, v + 1, f"{v:.1f}", ha="center", fontsize=8)
+    ax.set_xticks(range(len(names)), names, rotation=15, ha="right", fontsize=8)
+    ax.set_ylim(0, 100)
+    ax.set_ylabel(ylabel)
+    ax.set_title(f"{ylabel}: {title}", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -1,14 +1,15 @@
-"""`omnidrive-r1 eval`: roll a policy out on DriveLMM-o1 rows (or read any model's official results file),
-judge the reasoning, and report both the official-equivalent and our own figures (`docs/evaluation.md`).
+"""`omnidrive-r1 eval`: roll a policy out on a benchmark's rows (DriveLMM-o1 by default; `--benchmark vstar`,
+`hrbench`: the modules of `omnidrive_r1/eval/benchmarks/`), or read any model's official DriveLMM-o1 results
+file, and score it (`docs/evaluation.md`). What is shared by every benchmark lives here:
 
-OUT/run.json           what produced the generations (model and weights, rollout settings, data): a re-run
-                       with anything else refuses instead of mixing two models' answers
+OUT/run.json           what produced the generations (benchmark, model and weights, rollout settings, data): a
+                       re-run with anything else refuses instead of mixing two models' answers
 OUT/generations.jsonl  one line per generated row (appended as rows finish: a re-run skips them)
 OUT/judgments.jsonl    one line per judge outcome, with the raw reply (a re-run skips rows already judged
                        by the same judge)
-OUT/rows.jsonl         everything per row: response, tool calls with boxes and crop sizes, letters, scores
-OUT/results.json       the official results format [{"idx", "question", "llm-response"}]
-OUT/summary.json, OUT/summary.md, OUT/summary.png
+OUT/rows.jsonl         everything per row: response, tool calls with boxes and crop sizes, the benchmark's scores
+OUT/summary.json, OUT/summary.md, OUT/summary.png, and what the benchmark adds (DriveLMM-o1: OUT/results.json,
+                       the official results format [{"idx", "question", "llm-response"}])
 """
 
 from __future__ import annotations
@@ -20,17 +21,8 @@ from pathlib import Path
 
 from omnidrive_r1.cache import content_key
 from omnidrive_r1.errors import UserError
-from omnidrive_r1.eval.drivelmm import (
-    box_iou,
-    official_export_response,
-    official_mcq_correct,
-    official_mcq_letter,
-    official_reply_scores,
-    official_truth_letter,
-    our_mcq_correct,
-    strict_mcq_letter,
-)
-from omnidrive_r1.eval.report import summarise, write_summary
+from omnidrive_r1.eval import benchmarks
+from omnidrive_r1.eval.drivelmm import box_iou
 from omnidrive_r1.jsonl import Appender, read_jsonl
 from omnidrive_r1.protocol import final_answer, messages_text
 
@@ -52,8 +44,10 @@ def weights_identity(model_dir: str | Path) -> list:
 def claim_output_dir(out: Path, produced_by: dict, overwrite: bool) -> None:
     """Make sure `out` holds nothing produced otherwise: refuse, or with `overwrite` remove our own outputs."""
     marker = out / "run.json"
+    produced_by = {"benchmark": "drivelmm", **produced_by}
     if marker.exists():
         before = json.loads(marker.read_text())
+        before.setdefault("benchmark", "drivelmm")  # written before there was a choice
         # a key an older version did not write counts as unset (None), so its folders are still resumed
         differs = sorted(k for k in set(before) | set(produced_by) if before.get(k) != produced_by.get(k))
         if differs:
@@ -68,37 +62,31 @@ def claim_output_dir(out: Path, produced_by: dict, overwrite: bool) -> None:
     marker.write_text(json.dumps(produced_by, indent=1))
 
 
-def make_record(row: dict, rollout, frame: str | None = None) -> dict:
-    """One generated row: the response as text, the parsed answer and every tool call (`frame`: the image file
-    the policy saw, for `omnidrive-r1 view`)."""
+def zoom_iou(calls: list[dict], gt_boxes: list) -> float | None:
+    """Each ground-truth box's best IoU over the good calls' boxes, averaged over the boxes; None without both."""
+    boxes = [c["box"] for c in calls if c["ok"] and c.get("box")]
+    if not boxes or not gt_boxes:
+        return None
+    return sum(max(box_iou(b, gt) for b in boxes) for gt in gt_boxes) / len(gt_boxes)
+
+
+def make_record(row: dict, rollout) -> dict:
+    """One generated row: the response as text, the parsed answer, every tool call, and the benchmark's own
+    fields (`row["fields"]`); `frame`: the image file the policy saw, for `omnidrive-r1 view`."""
     calls = [{"ok": c.ok, "reason": c.reason, "label": c.label, "bbox_2d": c.arguments.get("bbox_2d"),
               "box": list(c.box) if c.box else None, "crop_size": list(c.crop.size) if c.crop else None}
              for c in rollout.zoom_calls]
-    record = {"idx": row["idx"], "question": row["question"], "final_answer": row["answer"], "steps": row["steps"],
-              "is_mcq": row["is_mcq"], "response": messages_text(rollout.completion),
-              "answer": final_answer(rollout.completion), "tool_calls": calls, "truncated": rollout.truncated,
-              "dropped_tool_reply": rollout.dropped_tool_reply, "gt_box": row.get("gt_box"), "frame": frame}
-    if row.get("gt_box") and any(c["ok"] for c in calls):
-        record["zoom_iou"] = max(box_iou(c["box"], row["gt_box"]) for c in calls if c["ok"])
+    record = {"idx": row["idx"], "question": row["question"], **row.get("fields", {}),
+              "response": messages_text(rollout.completion), "answer": final_answer(rollout.completion),
+              "tool_calls": calls, "truncated": rollout.truncated, "dropped_tool_reply": rollout.dropped_tool_reply,
+              "gt_boxes": row.get("gt_boxes") or [], "frame": row.get("frame")}
+    iou = zoom_iou(calls, record["gt_boxes"])
+    if iou is not None:
+        record["zoom_iou"] = iou
     return record
 
 
-def score_record(record: dict) -> dict:
-    """Both MCQ readings of a row. The ground truth's letter is read as the official script reads it."""
-    if "llm_response" not in record:  # our generations: export so the official extraction finds our answer
-        record["llm_response"] = official_export_response(record["response"], record.get("answer"))
-    if record["is_mcq"]:
-        truth = official_truth_letter(record["final_answer"])
-        letter = official_mcq_letter(record["llm_response"])
-        strict = strict_mcq_letter(record.get("response") or record["llm_response"])  # a results file: its text
-        record.update(truth_letter=truth, official_letter=letter, strict_letter=strict,
-                      mcq_correct=official_mcq_correct(truth, letter),  # the official comparison, row by row
-                      mcq_correct_ours=our_mcq_correct(truth, letter),
-                      mcq_correct_strict=our_mcq_correct(truth, strict))
-    return record
-
-
-def judge_rows(records: list[dict], judge_config, out: Path) -> dict[str, dict]:
+def judge_rows(records: list[dict], judge_config, out: Path, bench) -> dict[str, dict]:
     """Judge every row not yet judged by this same judge; returns idx -> judgment (with its raw reply)."""
     from tqdm.auto import tqdm
 
@@ -118,90 +106,86 @@ def judge_rows(records: list[dict], judge_config, out: Path) -> dict[str, dict]:
         append(row)
         judged[j.idx] = row
 
-    items = [{"idx": r["idx"], "question": r["question"], "steps": r["steps"], "final_answer": r["final_answer"],
-              "response": r["llm_response"]} for r in pending]
+    items = [bench.judge_item(r) for r in pending]
     with tqdm(total=len(items), desc="judging", unit="row") as bar:
         Judge(judge_config).judge_many(items, on_done=lambda j: (keep(j), bar.update()))
     return judged
 
 
-def finish(records: list[dict], out: Path, *, judge_config, title: str, accounting: dict) -> dict:
-    """Score, judge, and write rows.jsonl, results.json and the summary."""
-    records = [score_record(r) for r in records]
-    judged = judge_rows(records, judge_config, out) if judge_config is not None else {}
+def finish(records: list[dict], out: Path, *, bench, judge_config, title: str, accounting: dict) -> dict:
+    """Score, judge, and write rows.jsonl, summary.json and the benchmark's own outputs."""
+    records = [bench.score(r) for r in records]
+    judged = judge_rows(records, judge_config, out, bench) if judge_config is not None else {}
     for r in records:
         j = judged.get(r["idx"])
         r["judge"] = {k: j[k] for k in ("scores", "error", "attempts")} if j else None
-        # what the official script would make of the same reply: None drops the row from its figures
-        r["official_scores"] = official_reply_scores(j.get("reply")) if j else None
+        if judge_config is not None:
+            bench.judged(r, j)
     with open(out / "rows.jsonl", "w") as f:
         for r in records:
             f.write(json.dumps(r) + "\n")
-    (out / "results.json").write_text(json.dumps(
-        [{"idx": r["idx"], "question": r["question"], "llm-response": r["llm_response"]} for r in records], indent=1))
-    summary = summarise(records, judge_config, accounting)
-    write_summary(summary, out, title)
-    keys = ("rows_in_test_set", "rows_evaluated", "mcq_accuracy", "mcq_accuracy_ours", "mcq_accuracy_strict",
-            "reasoning_score", "reasoning_score_ours", "judge_failures", "tool_calls_per_question", "zoom_iou")
-    print(json.dumps({k: summary.get(k) for k in keys}, indent=1))
+    summary = bench.summarise(records, judge_config, accounting)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    bench.write_outputs(records, summary, out, title)
+    print(json.dumps({k: summary[k] for k in bench.headline if k in summary}, indent=1))
     return summary
 
 
-def evaluate(model: str, data: str | Path, images_root: str | None = None, *, engine: str = "hf", judge_config=None,
-             limit: int | None = None, out: str | Path = "outputs/eval", batch_size: int = 8, settings=None,
-             tools: bool = True, overwrite: bool = False, mcq_only: bool = False,
-             stitched_dir: str | Path | None = None) -> dict:
-    """Roll `model` out on the DriveLMM-o1 file `data` (with the tool unless `tools=False`; its multiple-choice
-    rows only with `mcq_only`) and score it. A file whose rows share an idx is refused, naming the idx."""
+def default_data(benchmark: str = "drivelmm") -> str:
+    """The toydrive set in the benchmark's published format (generated on first use)."""
+    return benchmarks.get(benchmark).default_data()
+
+
+def open_rows(rows: list[dict]) -> list[dict]:
+    """The rows with their image opened (the rollout and the zoom tool take a picture), `frame` its path."""
+    from omnidrive_r1.data.loaders import _open_image
+
+    return [{**row, "frame": row["image"], "image": _open_image(Path(row["image"]))} for row in rows]
+
+
+def evaluate(model: str, data: str | Path | None = None, images_root: str | None = None, *,
+             benchmark: str = "drivelmm", engine: str = "hf", judge_config=None, limit: int | None = None,
+             out: str | Path = "outputs/eval", batch_size: int = 8, settings=None, tools: bool = True,
+             overwrite: bool = False, **options) -> dict:
+    """Roll `model` out on `benchmark`'s rows from `data` (default: its toydrive set), with the tool unless
+    `tools=False`, and score it. `options` go to the benchmark's loader (DriveLMM-o1: `mcq_only`,
+    `stitched_dir`)."""
     from tqdm.auto import tqdm
 
-    from omnidrive_r1.data.loaders import duplicate_idx_error, load_drivelmm, read_drivelmm_rows
     from omnidrive_r1.rollout import RolloutSettings, make_engine, rollout
 
+    bench = benchmarks.get(benchmark)
+    if judge_config is not None and bench.judge is None:
+        raise UserError(f"{bench.title} is scored by rule; it takes no judge (--judge-url)")
+    data = str(data or bench.default_data())
     out = Path(out)
     settings = settings or RolloutSettings.of_model(model)
-    raw_rows = read_drivelmm_rows(data)
-    if error := duplicate_idx_error(data, raw_rows):  # records are keyed by idx: one would replace the other
-        raise error
-    total_rows = len(raw_rows)
-    ds, report = load_drivelmm(data, images_root, limit=limit, skip_bad=True, stitched_dir=stitched_dir)
-    print(report.summary())
-    open_rows = 0
-    if mcq_only:
-        open_rows = len(ds) - sum(ds["is_mcq"])
-        ds = ds.filter(lambda row: row["is_mcq"])
-    claim_output_dir(out, {"model": str(Path(model).resolve()) if Path(model).exists() else model,
+    loaded = bench.load(data, images_root=images_root, limit=limit, **options)
+    print(loaded.note)
+    rows = loaded.rows
+    claim_output_dir(out, {"benchmark": bench.name,
+                           "model": str(Path(model).resolve()) if Path(model).exists() else model,
                            "weights": weights_identity(model), "engine": engine, "tools": tools,
                            "settings": settings.__dict__, "data": str(Path(data).resolve()), "limit": limit,
-                           "mcq_only": mcq_only,
-                           "stitched_dir": str(Path(stitched_dir).resolve()) if stitched_dir else None}, overwrite)
+                           **bench.produced_by(**options)}, overwrite)
     generated = {r["idx"]: r for r in read_jsonl(out / "generations.jsonl")}
-    todo = [i for i, idx in enumerate(ds["idx"]) if idx not in generated]
+    todo = [row for row in rows if row["idx"] not in generated]
     if generated:
         print(f"resuming: {len(generated)} rows already generated, {len(todo)} to go")
     if todo:
-        import datasets
-
-        frames = ds.cast_column("image", datasets.Image(decode=False))["image"]
         runner, processor = make_engine(engine, model, settings)
         append = Appender(out / "generations.jsonl")
         for start in tqdm(range(0, len(todo), batch_size), desc="generating", unit="batch"):
-            batch = todo[start:start + batch_size]
-            rows = [ds[i] for i in batch]
-            for i, row, r in zip(batch, rows, rollout(runner, processor, rows, settings, tools=tools)):
-                record = make_record(row, r, frame=frames[i].get("path"))
+            batch = open_rows(todo[start:start + batch_size])
+            for row, r in zip(batch, rollout(runner, processor, batch, settings, tools=tools)):
+                record = make_record(row, r)
                 append(record)
                 generated[record["idx"]] = record
-    records = [generated[idx] for idx in ds["idx"]]
-    skipped = Counter(report.skipped)
-    if limit and total_rows - report.rows_read:
-        skipped["left out by --limit"] = total_rows - report.rows_read
-    if open_rows:
-        skipped["open questions, left out by --mcq-only"] = open_rows
-    accounting = {"rows_in_test_set": total_rows, "skipped": dict(skipped), "engine": engine, "tools": tools,
-                  "settings": settings.__dict__}
-    return finish(records, out, judge_config=judge_config, title=Path(model).name if Path(model).exists() else model,
-                  accounting=accounting)
+    records = [generated[row["idx"]] for row in rows]
+    accounting = {"rows_in_test_set": loaded.rows_in_file, "skipped": dict(loaded.skipped), "engine": engine,
+                  "tools": tools, "settings": settings.__dict__, "data": data}
+    return finish(records, out, bench=bench, judge_config=judge_config,
+                  title=Path(model).name if Path(model).exists() else model, accounting=accounting)
 
 
 def score_results(results: str | Path, data: str | Path, *, judge_config=None, out: str | Path,
@@ -264,4 +248,5 @@ def score_results(results: str | Path, data: str | Path, *, judge_config=None, o
         skipped["no response in the results file"] = missing
     accounting = {"rows_in_test_set": len(truth) + len(no_truth), "skipped": dict(skipped),
                   "results_file": str(results)}
-    return finish(records, out, judge_config=judge_config, title=results.name, accounting=accounting)
+    return finish(records, out, bench=benchmarks.get("drivelmm"), judge_config=judge_config, title=results.name,
+                  accounting=accounting)
