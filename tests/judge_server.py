@@ -4,7 +4,7 @@ What it answers is scripted by a keyword in the judged text: `MALFORMED-ONCE`, `
 (answers after the client's timeout), `ALWAYS-BAD` (never valid), `NO-SCHEMA` (refuses response_format),
 `NO-OVERALL` (scores without an Overall Score), `SCALE-100` (an Overall Score out of 100), `FENCED` (the JSON
 inside ``` fences, which Python's literal_eval cannot read); otherwise every metric gets the number after
-`SCORE=` (default 7). Every request is recorded with its raw body bytes.
+`SCORE=` (default 7). Asked the yes/no question, it says yes unless the text holds `JUDGE-NO`. Every request is recorded with its raw body bytes.
 """
 
 import json
@@ -52,6 +52,8 @@ class JudgeServer:
                     return self._send(400, {"error": "response_format not supported"})
                 if "ALWAYS-BAD" in user or ("MALFORMED-ONCE" in user and n == 1):
                     return self._reply("{not json")
+                if "yes or no" in str(body["messages"][0]["content"]):  # the yes/no layout
+                    return self._reply("No." if "JUDGE-NO" in user else "Yes.")
                 value = float(user.split("SCORE=")[1].split()[0]) if "SCORE=" in user else 7.0
                 reply = scores(value, overall=value * 10 if "SCALE-100" in user else None)
                 if "NO-OVERALL" in user:

@@ -43,7 +43,7 @@ class Benchmark:
 
     def default_data(self) -> str:
         """The toydrive set in this benchmark's published format, generated on first use."""
-        raise NotImplementedError
+        raise UserError(f"--data is needed: {self.title} has no toydrive set")
 
     def load(self, data: str, *, images_root: str | None = None, limit: int | None = None, **options) -> Loaded:
         raise NotImplementedError
