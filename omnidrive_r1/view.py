@@ -90,6 +90,7 @@ def _eval_rows(folder: Path) -> list[dict]:
                      "truth": r.get("final_answer") or r.get("truth"),
                      "response": r.get("response") or r.get("llm_response") or "", "answer": r.get("answer"),
                      "correct": correct, "scores": scores, "gt_boxes": _gt_boxes(r),
+                     "malformed": r.get("malformed_tool_calls") or 0,
                      "frame_path": r.get("frame") or fallback.get(r["idx"]),
                      "tool_calls": [{**c, "crop_path": None} for c in r.get("tool_calls") or []]})
     return rows
@@ -185,7 +186,7 @@ def _box_rect(box, cls: str, label: str = "") -> str:
 
 def _card(row: dict, frame_id: str | None, frame_size, crops: list[str | None]) -> str:
     calls = row["tool_calls"]
-    failed = any(not c.get("ok") for c in calls)
+    failed = any(not c.get("ok") for c in calls) or bool(row.get("malformed"))
     attrs = {"correct": row["correct"] is True, "wrong": row["correct"] is False, "notool": not calls,
              "failed": failed}
     data = " ".join(f'data-{k}="{int(v)}"' for k, v in attrs.items())
@@ -217,7 +218,8 @@ def _card(row: dict, frame_id: str | None, frame_size, crops: list[str | None]) 
     scores = "".join(f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(str(v))}</td></tr>"
                      for k, v in row["scores"].items())
     head = (f'<div class="meta">{html.escape(row["idx"])}{" · step " + str(row["step"]) if row["step"] is not None else ""}'
-            f' · {len(calls)} tool call{"" if len(calls) == 1 else "s"}</div>')
+            f' · {len(calls)} tool call{"" if len(calls) == 1 else "s"}'
+            + (f' · {row["malformed"]} malformed (not parsed)' if row.get("malformed") else "") + "</div>")
     return (f'<div class="row {cls}" {data}{step}><div>{picture}<div class="crops">{"".join(figures)}</div></div>'
             f'<div>{head}<p><b>Q:</b> {html.escape(str(row["question"] or ""))}</p>'
             f'<p><b>answer:</b> {html.escape(str(row["answer"]))}<br><b>truth:</b> {html.escape(str(row["truth"]))}</p>'

@@ -255,3 +255,23 @@ def test_the_view_draws_every_target_box_of_a_vstar_row(tmp_path):
     text = page.read_text()
     assert text.count('class="gt"') == 2 and text.count('class="zoom"') == 1
     assert 'data-correct="1"' in text and "IoU 0.64" in text and "relative_position" in text
+
+
+def test_a_tool_call_the_parser_could_not_read_is_counted_and_filtered_as_failed(tmp_path):
+    from types import SimpleNamespace
+
+    from omnidrive_r1.eval.report import tool_figures
+    from omnidrive_r1.eval.run import make_record
+    from omnidrive_r1.view import write_view
+
+    broken = SimpleNamespace(zoom_calls=[], truncated=False, dropped_tool_reply=False, completion=[
+        {"role": "assistant", "content": '<tool_call>\n{"name": "image_zoom_in_tool", "arguments": {"bbox_2d": [1, 2'
+                                         '</answer>'}])
+    row = {"idx": "i#r0", "question": "q", "fields": {"correct": False}, "gt_boxes": [], "frame": None}
+    record = make_record(row, broken)
+    assert record["malformed_tool_calls"] == 1 and record["tool_calls"] == [] and record["answer"] is None
+    assert tool_figures([record])["malformed_tool_calls"] == 1
+    (tmp_path / "rows.jsonl").write_text(json.dumps(record) + "\n")
+    write_view(tmp_path, tmp_path / "v.html")
+    text = (tmp_path / "v.html").read_text()
+    assert 'data-failed="1"' in text and "1 malformed (not parsed)" in text

@@ -50,17 +50,19 @@ def summarise(records: list[dict], judge_config, accounting: dict) -> dict:
     }
 
 
-TOOL_KEYS = ("tool_calls_per_question", "tool_failure_rate", "zoom_iou", "zoom_iou_rows", "truncated")
+TOOL_KEYS = ("tool_calls_per_question", "tool_failure_rate", "malformed_tool_calls", "zoom_iou", "zoom_iou_rows",
+             "truncated")
 
 
 def tool_figures(records: list[dict]) -> dict:
     """How the policy used its tool, for every benchmark: calls per question, the share of calls that failed,
-    zoom IoU against the ground-truth boxes (rows that have them and made a good call), rows cut off."""
+    calls the parser could not read (left as raw `<tool_call>` text; not in the other two), zoom IoU against the ground-truth boxes (rows that have them and made a good call), rows cut off."""
     calls = [c for r in records for c in r.get("tool_calls") or []]
     ious = [r["zoom_iou"] for r in records if r.get("zoom_iou") is not None]
     return {
         "tool_calls_per_question": len(calls) / len(records) if records else 0.0,
         "tool_failure_rate": sum(not c["ok"] for c in calls) / len(calls) if calls else 0.0,
+        "malformed_tool_calls": sum(r.get("malformed_tool_calls") or 0 for r in records),
         "zoom_iou": sum(ious) / len(ious) if ious else None,
         "zoom_iou_rows": len(ious),
         "truncated": sum(bool(r.get("truncated")) for r in records),

@@ -24,7 +24,7 @@ from omnidrive_r1.errors import UserError
 from omnidrive_r1.eval import benchmarks
 from omnidrive_r1.eval.drivelmm import box_iou
 from omnidrive_r1.jsonl import Appender, read_jsonl
-from omnidrive_r1.protocol import final_answer, messages_text
+from omnidrive_r1.protocol import assistant_turns, final_answer, messages_text, text_of
 
 log = logging.getLogger(__name__)
 
@@ -76,9 +76,12 @@ def make_record(row: dict, rollout) -> dict:
     calls = [{"ok": c.ok, "reason": c.reason, "label": c.label, "bbox_2d": c.arguments.get("bbox_2d"),
               "box": list(c.box) if c.box else None, "crop_size": list(c.crop.size) if c.crop else None}
              for c in rollout.zoom_calls]
+    # a call the parser could not read stays in the text as raw <tool_call> (the format reward's rule)
+    malformed = sum(text_of(m.get("content")).count("<tool_call>") for m in assistant_turns(rollout.completion))
     record = {"idx": row["idx"], "question": row["question"], **row.get("fields", {}),
               "response": messages_text(rollout.completion), "answer": final_answer(rollout.completion),
-              "tool_calls": calls, "truncated": rollout.truncated, "dropped_tool_reply": rollout.dropped_tool_reply,
+              "tool_calls": calls, "malformed_tool_calls": malformed, "truncated": rollout.truncated,
+              "dropped_tool_reply": rollout.dropped_tool_reply,
               "gt_boxes": row.get("gt_boxes") or [], "frame": row.get("frame")}
     iou = zoom_iou(calls, record["gt_boxes"])
     if iou is not None:
