@@ -75,7 +75,7 @@ def cmd_models_tiny(args) -> int:
 
     out = Path(args.out) if args.out else None
     try:
-        policy = build_tiny_policy(args.seed, out / "policy" if out else None)
+        policy = build_tiny_policy(args.seed, out / "policy" if out else None, family=args.family)
         clip = build_tiny_clip(args.seed, out / "clip" if out else None)
     except FileExistsError as e:
         raise UserError(f"--out: {e}") from None
@@ -97,17 +97,14 @@ def cmd_models_toy_base(args) -> int:
 
 
 def cmd_models_vllm_dir(args) -> int:
-    from transformers import AutoProcessor
-
-    from omnidrive_r1 import templates
     from omnidrive_r1.config import parse_recipe
+    from omnidrive_r1.policies import build_processor
     from omnidrive_r1.train import vllm_model_dir
 
     recipe, _, model_args = parse_recipe(args.recipe, args.overrides, plan_only=True)
     source = recipe.init_from or model_args.model_name_or_path
-    processor = templates.install(AutoProcessor.from_pretrained(
-        source, min_pixels=recipe.image_min_pixels, max_pixels=recipe.image_max_pixels,
-        revision=model_args.model_revision))
+    processor = build_processor(source, min_pixels=recipe.image_min_pixels, max_pixels=recipe.image_max_pixels,
+                                revision=model_args.model_revision)
     out = vllm_model_dir(source, processor, args.out)
     print(f"{out}: {source}'s weights (linked) with the recipe's image resolution "
           f"({recipe.image_min_pixels}..{recipe.image_max_pixels} pixels). Serve it with:\n"
@@ -223,11 +220,12 @@ def cmd_view(args) -> int:
 def cmd_rollout(args) -> int:
     from omnidrive_r1.eval import benchmarks
     from omnidrive_r1.eval.run import make_record, open_rows
+    from omnidrive_r1.policies import family_of
     from omnidrive_r1.rollout import RolloutSettings, make_engine, rollout
 
     bench = benchmarks.get("drivelmm")
     loaded = bench.load(args.data or bench.default_data(), images_root=args.images_root, limit=args.n,
-                        stitched_dir=args.stitched_dir)
+                        system_prompt=family_of(args.model).system_prompt(), stitched_dir=args.stitched_dir)
     print(loaded.note)
     settings = RolloutSettings.of_model(args.model)
     if args.max_completion_length is not None:
@@ -243,6 +241,12 @@ def cmd_rollout(args) -> int:
             print(f"[{record['idx'][-12:]}] {len(record['tool_calls'])} tool calls, answer {record['answer']!r}")
     print(f"{len(rows)} rollouts -> {out / 'rollouts.jsonl'}")
     return 0
+
+
+def family_names() -> list[str]:
+    from omnidrive_r1.policies import families
+
+    return [t for f in families() for t in f.model_types]
 
 
 def benchmark_names() -> list[str]:
@@ -385,10 +389,13 @@ def build_parser() -> argparse.ArgumentParser:
     models = sub.add_parser("models", help="build offline models", description="Build offline models.")
     msub = models.add_subparsers(dest="models_command", required=True, metavar="MODELS_COMMAND")
     m = msub.add_parser(
-        "tiny", help="build the tiny Qwen2.5-VL policy and tiny CLIP",
-        description="Build (or reuse from the cache, $OMNIDRIVE_CACHE) the tiny Qwen2.5-VL policy and the "
-                    "tiny open_clip CLIP used by tests and the CPU default run. No network.")
+        "tiny", help="build a tiny policy (any supported model family) and the tiny CLIP",
+        description="Build (or reuse from the cache, $OMNIDRIVE_CACHE) a tiny policy of a supported model family "
+                    "(random weights, the family's architecture, tokens and chat template; docs/families.md) and "
+                    "the tiny open_clip CLIP used by tests and the CPU default run. No network.")
     m.add_argument("--out", help="write into OUT/policy and OUT/clip instead of the cache")
+    m.add_argument("--family", choices=family_names(), help="the policy's model_type (default: the default "
+                                                            "family's, the toy preset's)")
     m.add_argument("--seed", type=int, default=0, help="weight and tokenizer seed (default 0)")
     m.set_defaults(func=cmd_models_tiny)
     b = msub.add_parser(

@@ -34,7 +34,7 @@ class RecipeArguments:
     image_min_pixels: int = field(default=3136, metadata={"help": "policy input resize: min pixels"})
     image_max_pixels: int = field(default=1003520, metadata={"help": "policy input resize: max pixels"})
     image_processor_backend: str = field(default="torchvision", metadata={
-        "help": "how the policy's images are resized and normalised: 'torchvision' (Qwen2.5-VL's own default; 2x "
+        "help": "how the policy's images are resized and normalised: 'torchvision' (the processors' own default; 2x "
                 "faster on CPU, docs/performance.md) or 'pil'"})
     image_cache_mb: float = field(default=1024, metadata={
         "help": "memory (MB) for the policy's processed images, so that each distinct image is resized once per "
@@ -44,7 +44,7 @@ class RecipeArguments:
                 "frames cost 2.2 s of a 5.5 s toy step to encode (docs/performance.md); 0 logs them as they are"})
     vision_attention: str = field(default="per_window", metadata={
         "help": "the vision tower's windowed attention under sdpa/eager: 'per_window' (transformers' own: one "
-                "attention call per window) or 'batched' (one padded call per layer, omnidrive_r1/vision_attention.py;"
+                "attention call per window) or 'batched' (one padded call per layer, omnidrive_r1/policies/_qwen2_5_vl_attention.py;"
                 " docs/performance.md); flash_attention_2 is left as it is"})
     rollouts_every: int = field(default=10, metadata={
         "help": "write the rollouts of step 1 and every N-th step (text, rewards, boxes, frames and crops as small "

@@ -14,21 +14,6 @@ from pathlib import Path
 
 GB = 1024**3
 
-# Qwen/Qwen2.5-VL-7B-Instruct's published architecture, for planning a hub id that is not on this machine
-QWEN2_5_VL_7B = {
-    "text_config": {"hidden_size": 3584, "intermediate_size": 18944, "num_hidden_layers": 28,
-                    "num_attention_heads": 28, "num_key_value_heads": 4, "vocab_size": 152064,
-                    "max_position_embeddings": 128000,
-                    "rope_parameters": {"rope_type": "default", "rope_theta": 1e6, "mrope_section": [16, 24, 24]}},
-    "vision_config": {"depth": 32, "hidden_size": 1280, "intermediate_size": 3420, "num_heads": 16,
-                      "out_hidden_size": 3584, "patch_size": 14, "spatial_merge_size": 2, "temporal_patch_size": 2,
-                      "window_size": 112, "fullatt_block_indexes": [7, 15, 23, 31]},
-    "tie_word_embeddings": False,
-}
-KNOWN = {"Qwen/Qwen2.5-VL-7B-Instruct": QWEN2_5_VL_7B}
-LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-
-
 @dataclass
 class Plan:
     zero: int
@@ -47,18 +32,23 @@ class Plan:
 
 
 def model_config(source: str):
-    """The policy's config: from its directory, or the published one of a known hub id."""
-    from transformers import AutoConfig, Qwen2_5_VLConfig
+    """The policy's config: from its directory, or the published one of a hub id its family knows
+    (`omnidrive_r1/policies/`)."""
+    from transformers import AutoConfig
+
+    from omnidrive_r1.policies import families
 
     path = Path(source)
     if (path / "config.json").is_file():
         return AutoConfig.from_pretrained(path)
-    if source in KNOWN:
-        return Qwen2_5_VLConfig(**KNOWN[source])
-    raise ValueError(f"--plan: {source} is neither a local model directory nor one of {sorted(KNOWN)}")
+    for family in families():
+        if source in family.known:
+            return family.config(**family.known[source])
+    known = sorted(k for f in families() for k in f.known)
+    raise ValueError(f"--plan: {source} is neither a local model directory nor one of {known}")
 
 
-def parameter_counts(config, lora_r: int, lora_targets=LORA_TARGETS) -> tuple[int, int]:
+def parameter_counts(config, lora_r: int, lora_targets: tuple[str, ...]) -> tuple[int, int]:
     """(all parameters, LoRA parameters) of the model built on the meta device."""
     import torch
     from transformers import AutoModelForImageTextToText
@@ -84,10 +74,13 @@ def activations_bytes(config, micro_batch: int, seq: int, completion: int, check
 
 
 def plans(recipe, grpo, model_args, gpus: int = 8, gpu_gb: float = 80.0) -> tuple[list[Plan], dict]:
+    from omnidrive_r1.policies import family_of
+
     config = model_config(recipe.init_from or model_args.model_name_or_path)
+    family = family_of(config)
     lora_r = model_args.lora_r or 16
-    total, lora = parameter_counts(config, lora_r)
-    image_tokens = recipe.image_max_pixels // (28 * 28)
+    total, lora = parameter_counts(config, lora_r, family.lora_targets)
+    image_tokens = family.image_tokens(recipe.image_max_pixels)
     seq = image_tokens + 600 + grpo.max_completion_length  # frame, system prompt and question, completion
     acts = activations_bytes(config, grpo.per_device_train_batch_size, seq, grpo.max_completion_length,
                              grpo.gradient_checkpointing)
@@ -102,13 +95,13 @@ def plans(recipe, grpo, model_args, gpus: int = 8, gpu_gb: float = 80.0) -> tupl
             optimizer = 12 * trainable / gpus  # fp32 master copy, Adam's two moments
             out.append(Plan(zero, use_lora, gpus, weights / GB, grads / GB, optimizer / GB, acts / GB, vllm / GB,
                             clip / GB))
-    facts = {"parameters": total, "lora_parameters": lora, "lora_r": lora_r, "sequence_tokens": seq,
+    facts = {"family": family.name, "parameters": total, "lora_parameters": lora, "lora_r": lora_r, "sequence_tokens": seq,
              "micro_batch": grpo.per_device_train_batch_size, "gpus": gpus, "gpu_gb": gpu_gb}
     return out, facts
 
 
 def format_plan(rows: list[Plan], facts: dict) -> str:
-    lines = [f"policy: {facts['parameters'] / 1e9:.2f} B parameters; LoRA r={facts['lora_r']} on the language "
+    lines = [f"policy ({facts['family']}): {facts['parameters'] / 1e9:.2f} B parameters; LoRA r={facts['lora_r']} on the language "
              f"model's linear layers: {facts['lora_parameters'] / 1e6:.1f} M",
              f"per GPU, {facts['gpus']} GPUs, micro-batch {facts['micro_batch']}, up to {facts['sequence_tokens']} "
              "tokens per sequence (GB):", "",

@@ -78,8 +78,10 @@ def resolve(spec: dict | str, kind: str, package: str, attr: str, exclude: froze
 
 def options_of(obj) -> list[str]:
     """The named options a plug-in takes (constructor parameters of a class, keyword parameters of a function)."""
-    signature = inspect.signature(obj)
-    return [p.name for p in signature.parameters.values()
+    # a class: its __init__'s parameters (a __new__ that picks a subclass would hide them from inspect.signature)
+    params = list(inspect.signature(obj.__init__).parameters.values())[1:] if inspect.isclass(obj) else \
+        list(inspect.signature(obj).parameters.values())
+    return [p.name for p in params
             if p.name not in _CALL_PARAMETERS and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]
 
 

@@ -1,4 +1,6 @@
-"""The iMCoT system prompt (`docs/protocol.md`). The tool's JSON schema is added by the chat template."""
+"""The iMCoT system prompt (`docs/protocol.md`). The tool's JSON schema is added by the chat template. The words
+on the box follow the policy family's convention (`omnidrive_r1/policies/`): pixels of the image it sees, or
+relative to the image, 0 to 1000 on each axis."""
 
 SYSTEM_PROMPT = (
     "You are a careful driving assistant that reasons about camera images. "
@@ -8,3 +10,10 @@ SYSTEM_PROMPT = (
     "When you are sure, write the final answer inside <answer></answer>. For a multiple-choice "
     "question write the letter and the option text, for example <answer>B) Slow down.</answer>"
 )
+
+
+def system_prompt(coordinates: str = "pixels") -> str:
+    """The system prompt for a policy that writes boxes in `coordinates` ("pixels" or "relative")."""
+    if coordinates == "pixels":
+        return SYSTEM_PROMPT
+    return SYSTEM_PROMPT.replace("in pixels of the image you see", "relative to the image, 0 to 1000 on each axis")

@@ -66,13 +66,17 @@ class RolloutSettings:
         (Path(model_dir) / SETTINGS_FILE).write_text(json.dumps(self.__dict__, indent=2) + "\n")
 
     def tool_specs(self, processor) -> list[dict]:
-        """The tools, with the zoom tool resizing exactly as the processor does."""
-        size = processor.image_processor.size
+        """The tools, with the zoom tool resizing exactly as the processor does, in its family's geometry."""
+        from omnidrive_r1.policies import family_of, pixel_limits
+
+        min_pixels, max_pixels = pixel_limits(processor)
         specs = [dict(spec) if isinstance(spec, dict) else {"name": spec} for spec in self.tools]
         for spec in specs:
             if spec.get("name") == "zoom_in":
-                spec.setdefault("min_pixels", size["shortest_edge"])
-                spec.setdefault("max_pixels", size["longest_edge"])
+                spec.setdefault("min_pixels", min_pixels)
+                spec.setdefault("max_pixels", max_pixels)
+                for key, value in family_of(processor).zoom_options().items():
+                    spec.setdefault(key, value)
         return specs
 
 
@@ -162,27 +166,25 @@ class VLLMEngine:
 
 def load_policy(model_dir: str | Path):
     """(model, processor) of a policy directory, with the project's chat template and response parser."""
-    from transformers import AutoModelForImageTextToText, AutoProcessor
+    from transformers import AutoModelForImageTextToText
 
-    from omnidrive_r1 import templates
+    from omnidrive_r1.policies import build_processor
 
-    processor = templates.install(AutoProcessor.from_pretrained(model_dir))
+    processor = build_processor(model_dir)
     model = AutoModelForImageTextToText.from_pretrained(model_dir, dtype="auto").eval()
     return model, processor
 
 
 def make_engine(kind: str, model_dir: str | Path, settings: RolloutSettings | None = None):
     """(engine, processor) for `kind` in {"hf", "vllm"}."""
-    from transformers import AutoProcessor
-
-    from omnidrive_r1 import templates
+    from omnidrive_r1.policies import build_processor
 
     settings = settings or RolloutSettings.of_model(model_dir)
     if kind == "hf":
         model, processor = load_policy(model_dir)
         return HFEngine(model, processor), processor
     if kind == "vllm":
-        processor = templates.install(AutoProcessor.from_pretrained(model_dir))
+        processor = build_processor(model_dir)
         return VLLMEngine(str(model_dir), processor, max_images=1 + (settings.max_turns or 4)), processor
     raise ValueError(f"engine must be 'hf' or 'vllm', got {kind!r}")
 

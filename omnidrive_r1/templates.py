@@ -1,14 +1,8 @@
-"""Chat template and response parser that make Qwen2.5-VL speak the iMCoT tool protocol.
-
-Qwen2.5-VL ships a template without tool support, which TRL refuses for tool training. Ours renders the
-same vision placeholders, declares tools Hermes-style and is prefix-preserving (see the .jinja file).
+"""The response parser every supported family shares: the policy's turn as text, with its tool calls read from
+`<tool_call>{json}</tool_call>` blocks (the chat templates are the families', `omnidrive_r1/policies/`).
 """
 
 from __future__ import annotations
-
-from importlib.resources import files
-
-QWEN2_5_VL_TOOLS = files("omnidrive_r1").joinpath("assets/qwen2_5_vl_tools.jinja").read_text(encoding="utf-8")
 
 # transformers' streamable response parser (transformers >= 5.13). Reasoning is deliberately not split out
 # of `content`: the rewards read `<think>...</think>` and `<answer>...</answer>` from the raw text.
@@ -26,11 +20,3 @@ RESPONSE_TEMPLATE = {
         "content": {"close_pattern": r"<\|im_end\|>\s*", "content": "text"},
     },
 }
-
-
-def install(processor):
-    """Put our chat template and response parser on a Qwen2.5-VL processor (and its tokenizer)."""
-    processor.chat_template = QWEN2_5_VL_TOOLS
-    processor.tokenizer.chat_template = QWEN2_5_VL_TOOLS
-    processor.tokenizer.response_template = RESPONSE_TEMPLATE
-    return processor

@@ -54,10 +54,12 @@ def check_recipe(recipe: RecipeArguments, grpo, model_args) -> None:
     if positions and grpo.max_completion_length >= positions:
         raise RecipeError(f"max_completion_length: {grpo.max_completion_length} does not fit the model's "
                           f"{positions} positions (prompt and image tokens come on top)")
+    from omnidrive_r1.policies import family_of
     from omnidrive_r1.tools import environment_factory
 
-    environment_factory(zoom_tool_specs(recipe))  # a misspelt tool or option is named before the budget is judged
-    check_zoom_budget(recipe, grpo)
+    family = family_of(source)  # an unsupported model_type is named here, before anything loads
+    environment_factory(zoom_tool_specs(recipe, family))  # a misspelt tool or option is named before the budget
+    check_zoom_budget(recipe, grpo, family)
     path = recipe.data["path"]
     if not Path(path).exists() and not recipe.data.get("toydrive"):
         raise RecipeError(f"data.path: {path} not found (set data.path to your {recipe.data['kind']} file)")
@@ -70,7 +72,7 @@ def check_recipe(recipe: RecipeArguments, grpo, model_args) -> None:
 TURN_TEXT_TOKENS = 104  # a generous bound on the text of a zoom: the call, the reply's words and the answer turn
 
 
-def check_zoom_budget(recipe: RecipeArguments, grpo) -> None:
+def check_zoom_budget(recipe: RecipeArguments, grpo, family) -> None:
     """A completion budget that cannot hold one zoom reply makes every zoom fail silently: TRL takes the reply
     back, the rollout ends without an answer, and the policy learns not to zoom (measured: docs/toy.md)."""
     for spec in recipe.tools:
@@ -78,30 +80,37 @@ def check_zoom_budget(recipe: RecipeArguments, grpo) -> None:
         if spec.get("name") != "zoom_in":
             continue
         crop_pixels = min(spec.get("max_crop_pixels") or recipe.image_max_pixels, recipe.image_max_pixels)
-        need = -(-crop_pixels // (28 * 28)) + TURN_TEXT_TOKENS
+        crop_tokens = family.image_tokens(crop_pixels)
+        need = crop_tokens + TURN_TEXT_TOKENS
         if grpo.max_completion_length < need:
             raise RecipeError(
                 f"max_completion_length: {grpo.max_completion_length} cannot hold one zoom: a crop may take "
-                f"{-(-crop_pixels // 784)} image tokens (image_max_pixels {recipe.image_max_pixels}"
+                f"{crop_tokens} image tokens (image_max_pixels {recipe.image_max_pixels}"
                 f"{', max_crop_pixels ' + str(spec['max_crop_pixels']) if spec.get('max_crop_pixels') else ''}) "
                 f"plus about {TURN_TEXT_TOKENS} tokens of text, and TRL takes back a tool reply that does not fit, "
                 f"so the policy learns not to zoom. Raise max_completion_length to at least {need}, or bound the "
                 "crop with max_crop_pixels on the zoom tool (docs/troubleshooting.md)")
 
 
-def zoom_tool_specs(recipe: RecipeArguments) -> list[dict]:
-    """The recipe's tools; the zoom tool resizes exactly as the processor does."""
+def zoom_tool_specs(recipe: RecipeArguments, family) -> list[dict]:
+    """The recipe's tools; the zoom tool resizes exactly as the processor does, with the family's geometry."""
     specs = [{"name": s} if isinstance(s, str) else dict(s) for s in recipe.tools]
     for spec in specs:
         if spec.get("name") == "zoom_in":
             spec.setdefault("min_pixels", recipe.image_min_pixels)
             spec.setdefault("max_pixels", recipe.image_max_pixels)
+            for key, value in family.zoom_options().items():
+                spec.setdefault(key, value)
     return specs
 
 
-def load_data(recipe: RecipeArguments, output_dir: str | Path):
+def load_data(recipe: RecipeArguments, output_dir: str | Path, system_prompt: str | None = None):
+    """The recipe's training rows, their prompts opened by `system_prompt` (default: the pixel-box one; training
+    passes its policy family's)."""
     from omnidrive_r1.data.loaders import load_deepeyes, load_drivelmm
+    from omnidrive_r1.prompts import SYSTEM_PROMPT
 
+    system_prompt = system_prompt or SYSTEM_PROMPT
     data = dict(recipe.data)
     path = Path(data["path"])
     spec = data.get("toydrive")
@@ -114,10 +123,11 @@ def load_data(recipe: RecipeArguments, output_dir: str | Path):
             generate(spec["out"], frames=spec.get("frames", 16), seed=spec.get("seed", 0))
     if data["kind"] == "drivelmm":
         ds, report = load_drivelmm(path, data.get("images_root"), skip_bad=data.get("skip_bad", False),
-                                   limit=data.get("limit"), stitched_dir=data.get("stitched_dir"))
+                                   limit=data.get("limit"), stitched_dir=data.get("stitched_dir"),
+                                   system_prompt=system_prompt)
     else:
         ds, report = load_deepeyes(path, sources=data.get("sources"), skip_bad=data.get("skip_bad", False),
-                                   limit=data.get("limit"))
+                                   limit=data.get("limit"), system_prompt=system_prompt)
     log.info(report.summary())
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -151,25 +161,17 @@ def vllm_model_dir(source: str | Path, processor, out: str | Path) -> Path:
 
 
 def load_processor(recipe: RecipeArguments, model_args):
-    """The policy's processor with our chat template, the recipe's image resolution and image backend.
+    """The policy's processor with its family's chat template, the recipe's image resolution and image backend.
 
     TRL runs the image processor on every prompt's frame again at each turn, and for the loss (16 frames, three
     times a toy step): the torchvision backend does it in half the time of the PIL one, with the same image
     tokens, and the cache (`omnidrive_r1.image_cache`) processes each distinct image once (`make bench`,
     docs/performance.md)."""
-    from transformers import AutoImageProcessor, AutoProcessor
+    from omnidrive_r1.policies import build_processor
 
-    from omnidrive_r1 import templates
-    from omnidrive_r1.image_cache import cache_images
-
-    source = recipe.init_from or model_args.model_name_or_path
-    sizes = dict(min_pixels=recipe.image_min_pixels, max_pixels=recipe.image_max_pixels,
-                 revision=model_args.model_revision)
-    processor = AutoProcessor.from_pretrained(source, **sizes)
-    processor.image_processor = cache_images(
-        AutoImageProcessor.from_pretrained(source, backend=recipe.image_processor_backend, **sizes),
-        recipe.image_cache_mb)
-    return templates.install(processor)
+    return build_processor(recipe.init_from or model_args.model_name_or_path, min_pixels=recipe.image_min_pixels,
+                           max_pixels=recipe.image_max_pixels, backend=recipe.image_processor_backend,
+                           cache_mb=recipe.image_cache_mb, revision=model_args.model_revision)
 
 
 def load_policy(recipe: RecipeArguments, model_args, vllm_dir: str | Path | None = None, main_process_first=None):
@@ -192,20 +194,18 @@ def load_policy(recipe: RecipeArguments, model_args, vllm_dir: str | Path | None
     return model, processor
 
 
-def lora_config(model_args):
-    """TRL's LoRA config from the recipe, with default target modules: PEFT knows none for Qwen2.5-VL and stops
+def lora_config(model_args, family):
+    """TRL's LoRA config from the recipe, with default target modules: PEFT knows none for these models and stops
     ("Please specify `target_modules`"), so `use_peft=true` alone adapts the language model's attention and MLP
-    projections (`LORA_TARGETS`, what `--plan` counts). The vision tower's blocks reuse the MLP names; the
-    pattern leaves them frozen. Set `lora_target_modules` to choose others."""
+    projections (the family's `lora_targets`, what `--plan` counts). The vision tower's blocks reuse the MLP
+    names; the pattern leaves them frozen. Set `lora_target_modules` to choose others."""
     import dataclasses
 
     from trl import get_peft_config
 
-    from omnidrive_r1.plan import LORA_TARGETS
-
     if model_args.use_peft and not model_args.lora_target_modules:
         model_args = dataclasses.replace(
-            model_args, lora_target_modules=rf"^(?!.*\bvisual\b).*\.({'|'.join(LORA_TARGETS)})$")
+            model_args, lora_target_modules=rf"^(?!.*\bvisual\b).*\.({'|'.join(family.lora_targets)})$")
     return get_peft_config(model_args)
 
 
@@ -312,6 +312,7 @@ def build_stage(recipe_path: str | Path, overrides: list[str] = (), model=None) 
     from accelerate import PartialState
 
     from omnidrive_r1.metrics import CurvesCallback
+    from omnidrive_r1.policies import family_of
     from omnidrive_r1.rewards import build_rewards
     from omnidrive_r1.tools import environment_factory
     from omnidrive_r1.trainer import ToolGRPOTrainer
@@ -320,14 +321,15 @@ def build_stage(recipe_path: str | Path, overrides: list[str] = (), model=None) 
     if not grpo.run_name or grpo.run_name == grpo.output_dir:
         grpo.run_name = f"{recipe.preset}-{recipe.stage}"
     # tools and rewards first: a misspelt plug-in or option fails before the model is loaded
-    tool_specs = zoom_tool_specs(recipe)
+    family = family_of(recipe.init_from or model_args.model_name_or_path)
+    tool_specs = zoom_tool_specs(recipe, family)
     factory = environment_factory(tool_specs)
     reward_funcs, weights, names = build_rewards(recipe.rewards)
     grpo.reward_weights = weights
     log.info("rewards: " + ", ".join(f"{n} x{w:g}" for n, w in zip(names, weights)))
 
     with state.main_process_first():  # generating toydrive, stitching frames: once, on the main process first
-        dataset = load_data(recipe, grpo.output_dir)
+        dataset = load_data(recipe, grpo.output_dir, family.system_prompt())
     need = grpo.per_device_train_batch_size * state.num_processes * grpo.gradient_accumulation_steps
     if len(dataset) * grpo.num_generations < need:  # TRL's sampler yields whole batches only: no step at all
         raise RecipeError(f"data: {len(dataset)} rows cannot fill one step of {need // grpo.num_generations} prompts "
@@ -344,13 +346,11 @@ def build_stage(recipe_path: str | Path, overrides: list[str] = (), model=None) 
     else:
         processor = load_processor(recipe, model_args)
     if recipe.vision_attention != "per_window":
-        from omnidrive_r1.vision_attention import set_vision_attention
-
-        layers = set_vision_attention(model, recipe.vision_attention)
+        layers = family.set_vision_attention(model, recipe.vision_attention)
         log.info(f"vision attention: {recipe.vision_attention} in {layers} layers")
     trainer = ToolGRPOTrainer(
         model=model, reward_funcs=reward_funcs, args=grpo, train_dataset=dataset, processing_class=processor,
-        environment_factory=factory, peft_config=lora_config(model_args), on_bad_reward=recipe.on_bad_reward,
+        environment_factory=factory, peft_config=lora_config(model_args, family), on_bad_reward=recipe.on_bad_reward,
         log_image_side=recipe.log_image_side, rollouts_every=recipe.rollouts_every,
         callbacks=[CurvesCallback(grpo.output_dir)],
     )

@@ -1,14 +1,13 @@
 from PIL import Image
-from transformers import AutoProcessor
 from trl.chat_template_utils import is_chat_template_prefix_preserving, parse_response, supports_tool_calling
 
-from omnidrive_r1 import templates
 from omnidrive_r1.data.loaders import conversation
+from omnidrive_r1.policies import build_processor
 from omnidrive_r1.tools.zoom_in import ZoomInTool
 
 
 def _processor(tiny_processor_dir):
-    return templates.install(AutoProcessor.from_pretrained(tiny_processor_dir))
+    return build_processor(tiny_processor_dir)
 
 
 def test_trl_accepts_the_template_for_tool_training(tiny_processor_dir):

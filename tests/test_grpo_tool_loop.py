@@ -45,16 +45,16 @@ def _scripted_generate(tokenizer, calls):
 
 
 def test_zoom_rollout_trains_two_steps_with_the_crop_in_pixel_values(tiny_policy_dir, tmp_path):
-    from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
+    from transformers import Qwen2_5_VLForConditionalGeneration
     from trl import GRPOConfig, GRPOTrainer
 
-    from omnidrive_r1 import templates
     from omnidrive_r1.data.loaders import conversation
+    from omnidrive_r1.policies import build_processor
     from omnidrive_r1.tools import environment_factory
     from omnidrive_r1.tools.zoom_in import ZoomInTool
     from omnidrive_r1.toy.tiny import TINY_MAX_PIXELS, TINY_MIN_PIXELS
 
-    processor = templates.install(AutoProcessor.from_pretrained(tiny_policy_dir))
+    processor = build_processor(tiny_policy_dir)
     tok = processor.tokenizer
     model = Qwen2_5_VLForConditionalGeneration.from_pretrained(tiny_policy_dir)
     generated = []

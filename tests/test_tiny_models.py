@@ -5,7 +5,8 @@ import torch
 from PIL import Image
 from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
 
-from omnidrive_r1.toy.tiny import QWEN_ADDED_TOKENS, QWEN_SPECIAL_TOKENS, TINY_MAX_PIXELS, TINY_MIN_PIXELS
+from omnidrive_r1.policies import default
+from omnidrive_r1.toy.tiny import TINY_MAX_PIXELS, TINY_MIN_PIXELS
 
 
 def _two_image_conversation():
@@ -60,7 +61,7 @@ def test_processor_round_trips_through_save_and_load(tiny_policy_dir, tmp_path):
 
 def test_tokenizer_carries_qwen_special_tokens_as_single_ids(tiny_processor_dir):
     tok = AutoProcessor.from_pretrained(tiny_processor_dir).tokenizer
-    for token in QWEN_SPECIAL_TOKENS + QWEN_ADDED_TOKENS:
+    for token in default().special_tokens + default().added_tokens:
         ids = tok(token, add_special_tokens=False)["input_ids"]
         assert len(ids) == 1 and tok.convert_ids_to_tokens(ids[0]) == token
     assert tok.eos_token == "<|im_end|>"
@@ -94,12 +95,12 @@ def test_a_build_never_writes_into_a_folder_of_the_users(tmp_path):
 
 
 def test_grid_boxes_and_the_prompt_take_few_tokens(tiny_processor_dir):
-    from omnidrive_r1 import templates
     from omnidrive_r1.data.loaders import conversation
+    from omnidrive_r1.policies import build_processor
     from omnidrive_r1.rollout import with_image
     from omnidrive_r1.tools.zoom_in import ZoomInTool
 
-    processor = templates.install(AutoProcessor.from_pretrained(tiny_processor_dir))
+    processor = build_processor(tiny_processor_dir)
     pieces = processor.tokenizer.tokenize('"bbox_2d": [336, 28, 364, 56]')
     assert len(pieces) <= 12  # not digit by digit
     assert processor.tokenizer.convert_tokens_to_string(pieces) == '"bbox_2d": [336, 28, 364, 56]'

@@ -68,14 +68,13 @@ def test_the_gate_and_its_attempts_are_part_of_the_cache_key():
 
 @pytest.mark.slow
 def test_the_reading_check_scores_every_held_out_conversation_of_a_real_base(small_toy_base):
-    from transformers import AutoModelForImageTextToText, AutoProcessor
+    from transformers import AutoModelForImageTextToText
 
-    from omnidrive_r1 import templates
+    from omnidrive_r1.policies import build_processor
     from omnidrive_r1.toy.toydrive import TOY_MAX_PIXELS, TOY_MIN_PIXELS
 
     policy = small_toy_base / "policy"
-    processor = templates.install(AutoProcessor.from_pretrained(policy, min_pixels=TOY_MIN_PIXELS,
-                                                                max_pixels=TOY_MAX_PIXELS))
+    processor = build_processor(policy, min_pixels=TOY_MIN_PIXELS, max_pixels=TOY_MAX_PIXELS)
     model = AutoModelForImageTextToText.from_pretrained(policy, dtype=torch.float32)
     model.train()
     check = base.reading_check(model, processor, seed=0, frames=6)

@@ -82,7 +82,7 @@ def test_the_stripes_vanish_at_input_resolution_and_are_clear_in_a_zoom(toydrive
     """Measured on every board: the policy's resized frame shows a flat colour where the board is; a zoom onto
     its grid cell (what the tool returns) shows the stripes, and their orientation."""
     from omnidrive_r1.data.stitch import stitch
-    from omnidrive_r1.toy.toydrive import TOY_MAX_PIXELS, TOY_MIN_PIXELS
+    from omnidrive_r1.toy.toydrive import TOY_FACTOR, TOY_MAX_PIXELS, TOY_MIN_PIXELS
     from omnidrive_r1.vision import model_size, zoom_crop
 
     rows = json.loads((toydrive_dir / "drivelmm" / "train.json").read_text())
@@ -91,12 +91,12 @@ def test_the_stripes_vanish_at_input_resolution_and_are_clear_in_a_zoom(toydrive
         seen_boards.setdefault((tuple(row["image"]), tuple(row["gt_box"])), row)
     for (cams, box), row in seen_boards.items():
         frame = stitch([Image.open(toydrive_dir / "drivelmm" / p) for p in cams])
-        w, h = model_size(*frame.size, min_pixels=TOY_MIN_PIXELS, max_pixels=TOY_MAX_PIXELS)
+        w, h = model_size(*frame.size, min_pixels=TOY_MIN_PIXELS, max_pixels=TOY_MAX_PIXELS, factor=TOY_FACTOR)
         seen = frame.resize((w, h), Image.Resampling.BICUBIC)
         sx, sy = w / frame.width, h / frame.height
         flat = _stripe_strength(seen, _inner((box[0] * sx, box[1] * sy, box[2] * sx, box[3] * sy)))
-        crop = zoom_crop(frame, [box[0] * sx, box[1] * sy, box[0] * sx + 28, box[1] * sy + 28],
-                         min_pixels=TOY_MIN_PIXELS, max_pixels=TOY_MAX_PIXELS)
+        crop = zoom_crop(frame, [box[0] * sx, box[1] * sy, box[0] * sx + TOY_FACTOR, box[1] * sy + TOY_FACTOR],
+                         min_pixels=TOY_MIN_PIXELS, max_pixels=TOY_MAX_PIXELS, factor=TOY_FACTOR)
         clear = _stripe_strength(crop, _inner((0, 0, *crop.size)))
         assert flat < 6 and clear > 40, (row["idx"], flat, clear)
         a = np.asarray(crop.crop(tuple(round(v) for v in _inner((0, 0, *crop.size)))).convert("L")).astype(float)

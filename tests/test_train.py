@@ -298,20 +298,22 @@ def test_use_peft_alone_adapts_the_language_model_projections_and_not_the_vision
     from transformers import AutoModelForImageTextToText
     from trl import ModelConfig
 
-    from omnidrive_r1.plan import LORA_TARGETS
+    from omnidrive_r1.policies import family_of
     from omnidrive_r1.train import lora_config
 
+    family = family_of(tiny_policy_dir)
+    LORA_TARGETS = family.lora_targets
     model = AutoModelForImageTextToText.from_pretrained(tiny_policy_dir, dtype=torch.float32)
-    peft_model = get_peft_model(model, lora_config(ModelConfig(use_peft=True, lora_r=4)))
+    peft_model = get_peft_model(model, lora_config(ModelConfig(use_peft=True, lora_r=4), family))
     adapted = {name.rsplit(".lora_A", 1)[0] for name, _ in peft_model.named_parameters() if ".lora_A." in name}
     layers = model.config.text_config.num_hidden_layers
     assert len(adapted) == layers * len(LORA_TARGETS)
     assert not [n for n in adapted if "visual" in n]
     assert all(n.rsplit(".", 1)[-1] in LORA_TARGETS for n in adapted)
     # an explicit choice is kept
-    chosen = lora_config(ModelConfig(use_peft=True, lora_target_modules=["q_proj", "v_proj"]))
+    chosen = lora_config(ModelConfig(use_peft=True, lora_target_modules=["q_proj", "v_proj"]), family)
     assert chosen.target_modules == {"q_proj", "v_proj"}
-    assert lora_config(ModelConfig(use_peft=False)) is None
+    assert lora_config(ModelConfig(use_peft=False), family) is None
 
 
 def test_final_of_a_lora_run_is_the_starting_weights_with_the_saved_adapter_merged_in(tiny_policy_dir, tmp_path):
@@ -322,12 +324,13 @@ def test_final_of_a_lora_run_is_the_starting_weights_with_the_saved_adapter_merg
     from transformers import AutoModelForImageTextToText
     from trl import ModelConfig
 
+    from omnidrive_r1.policies import family_of
     from omnidrive_r1.train import lora_config, merge_adapter
 
     model_args = ModelConfig(use_peft=True, lora_r=4, dtype="float32")
     torch.manual_seed(0)
     peft_model = get_peft_model(AutoModelForImageTextToText.from_pretrained(tiny_policy_dir, dtype=torch.float32),
-                                lora_config(model_args))
+                                lora_config(model_args, family_of(tiny_policy_dir)))
     with torch.no_grad():  # a trained adapter: B is no longer zero
         for name, p in peft_model.named_parameters():
             if "lora_B" in name:

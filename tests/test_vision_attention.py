@@ -5,7 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
-from omnidrive_r1.vision_attention import count_attention_calls, set_vision_attention
+from omnidrive_r1.policies._qwen2_5_vl_attention import count_attention_calls, set_vision_attention
 
 
 @pytest.fixture(scope="module")

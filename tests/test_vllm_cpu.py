@@ -196,15 +196,14 @@ def test_hf_and_vllm_see_the_same_image_tokens_and_prompt_ids(tiny_policy_dir, t
     from transformers import AutoProcessor
     from vllm import LLM, SamplingParams
 
-    from omnidrive_r1 import templates
     from omnidrive_r1.data.loaders import conversation
+    from omnidrive_r1.policies import build_processor
     from omnidrive_r1.train import vllm_model_dir
     from omnidrive_r1.trainer import image_token_runs
 
     monkeypatch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
     recipe_min, recipe_max = 3136, 50176  # the tiny checkpoint says 6272 / 125440
-    processor = templates.install(AutoProcessor.from_pretrained(tiny_policy_dir, min_pixels=recipe_min,
-                                                                max_pixels=recipe_max))
+    processor = build_processor(tiny_policy_dir, min_pixels=recipe_min, max_pixels=recipe_max)
     messages = conversation("Which lamp is lit?")
     messages[-1]["content"] = [{"type": "image"}, {"type": "text", "text": messages[-1]["content"]}]
     messages += [{"role": "assistant", "content": "<think>zoom</think>"},

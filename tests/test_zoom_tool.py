@@ -162,7 +162,7 @@ def test_reasoning_is_attached_from_the_completion_messages():
 
 @pytest.mark.parametrize("spec, message", [
     ({"name": "zoom_in", "max_tool_call": 2}, r"tool 'zoom_in' takes no option\(s\) \['max_tool_call'\]; its options: "
-                                              r"\['min_pixels', 'max_pixels', 'min_side', 'max_tool_calls'"),
+                                              r"\['min_pixels', 'max_pixels', 'factor', 'coordinates', 'min_side', 'max_tool_calls'"),
     ({"name": "zoom_in", "max_tool_calls": -1}, "max_tool_calls must be >= 0"),
     ({"path": "nowhere.py:Tool"}, "tool file not found"),
 ])
@@ -183,7 +183,7 @@ def test_max_crop_pixels_bounds_a_reply_and_nested_zooms_still_land_on_the_origi
     # zoom into the shrunk crop around where the marker shows in it: the box maps back to the original
     from omnidrive_r1.vision import model_size
 
-    mw, mh = model_size(*crop.size, min_pixels=6272, max_pixels=125440)
+    mw, mh = model_size(*crop.size, min_pixels=6272, max_pixels=125440, factor=env.factor)
     mx, my = (1505 - left) / (right - left) * mw, (305 - top) / (bottom - top) * mh
     env.image_zoom_in_tool(bbox_2d=[mx - 10, my - 10, mx + 10, my + 10], label="marker", image_index=1)
     x1, y1, x2, y2 = env.calls[1].box

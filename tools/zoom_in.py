@@ -15,11 +15,13 @@ from typing import Any
 
 from PIL import Image
 
+from omnidrive_r1.policies import default
 from omnidrive_r1.protocol import call_function, text_of
 from omnidrive_r1.tools import lenient
-from omnidrive_r1.vision import MAX_ASPECT, ZoomError, zoom_box
+from omnidrive_r1.vision import COORDINATES, MAX_ASPECT, ZoomError, zoom_box
 
 TOOL_NAME = "image_zoom_in_tool"
+DEFAULT_IMAGE_TOKENS = 1280  # the paper recipes' resolution, in image tokens
 # every reason a call can fail with (ZoomError reasons from omnidrive_r1.vision, then the tool's own)
 FAILURE_REASONS = ("not_a_box", "wrong_arity", "not_a_number", "not_finite", "empty_box", "extreme_aspect",
                    "call_limit", "image_limit", "bad_image_index", "bad_label", "bad_arguments")
@@ -52,8 +54,13 @@ class ZoomInTool:
     """Environment with one tool, `image_zoom_in_tool`.
 
     Args:
-        min_pixels / max_pixels: the policy's image resize bounds (must match the processor's).
-        min_side: boxes shorter than this (model pixels) are grown around their centre.
+        min_pixels / max_pixels: the policy's image resize bounds (must match the processor's; default: the
+            default family's minimum and the paper recipes' 1280 image tokens).
+        factor: the policy's resize factor (its family's: `omnidrive_r1/policies/`); sides are multiples of it.
+        coordinates: how the policy writes `bbox_2d`: "pixels" of the image it sees, or "relative" (0..1000 on
+            each axis); an instance for "relative" is a `RelativeZoomInTool`, whose schema says so. Unset: the
+            default family's factor and convention.
+        min_side: boxes shorter than this (model pixels) are grown around their centre (default: one factor).
         max_tool_calls: calls allowed per trajectory; later calls get an error text.
         max_images: images allowed per trajectory, the dataset's included.
         max_aspect: longest/shortest side allowed for a box.
@@ -61,14 +68,30 @@ class ZoomInTool:
             tokens a reply costs, so a zoom always fits the completion budget (see `docs/troubleshooting.md`).
     """
 
-    def __init__(self, min_pixels: int = 3136, max_pixels: int = 1003520, min_side: int = 28,
-                 max_tool_calls: int = 4, max_images: int | None = None, max_aspect: float = MAX_ASPECT,
-                 max_crop_pixels: int | None = None):
+    def __new__(cls, *args, coordinates: str | None = None, **kwargs):
+        # TRL builds the tool's schema from the class's method docstrings: relative boxes need their own
+        if cls is ZoomInTool and (coordinates or default().coordinates) == "relative":
+            cls = RelativeZoomInTool
+        return super().__new__(cls)
+
+    def __init__(self, min_pixels: int | None = None, max_pixels: int | None = None, factor: int | None = None,
+                 coordinates: str | None = None, min_side: int | None = None, max_tool_calls: int = 4,
+                 max_images: int | None = None, max_aspect: float = MAX_ASPECT, max_crop_pixels: int | None = None):
+        # what is left unset is the default family's (training and rollouts set all of it from the policy's family)
+        family = default()
+        factor = factor or family.factor
+        coordinates = coordinates or family.coordinates
+        min_pixels = family.min_pixels if min_pixels is None else min_pixels
+        max_pixels = DEFAULT_IMAGE_TOKENS * factor * factor if max_pixels is None else max_pixels
         if min_pixels <= 0 or max_pixels < min_pixels:
             raise ValueError(f"need 0 < min_pixels <= max_pixels, got {min_pixels}, {max_pixels}")
-        if max_tool_calls < 0 or min_side < 1:
-            raise ValueError("max_tool_calls must be >= 0 and min_side >= 1")
+        if coordinates not in COORDINATES:
+            raise ValueError(f"coordinates must be one of {COORDINATES}, got {coordinates!r}")
+        min_side = factor if min_side is None else min_side
+        if max_tool_calls < 0 or min_side < 1 or factor < 1:
+            raise ValueError("max_tool_calls must be >= 0, and min_side and factor >= 1")
         self.min_pixels, self.max_pixels, self.min_side = min_pixels, max_pixels, min_side
+        self.factor, self.coordinates = factor, coordinates
         self.max_tool_calls = max_tool_calls
         self.max_images = max_images if max_images is not None else 1 + max_tool_calls
         self.max_aspect = max_aspect
@@ -116,7 +139,8 @@ class ZoomInTool:
         seen = self.images[image_index]
         try:
             left, top, right, bottom = zoom_box(seen.shown, bbox_2d, min_pixels=self.min_pixels,
-                                                max_pixels=self.max_pixels, min_side=self.min_side,
+                                                max_pixels=self.max_pixels, factor=self.factor,
+                                                coordinates=self.coordinates, min_side=self.min_side,
                                                 max_aspect=self.max_aspect)
         except ZoomError as e:
             return self._fail(e.reason, str(e), args)
@@ -143,6 +167,24 @@ class ZoomInTool:
 
     def _bad_arguments(self, message: str, arguments: dict) -> str:
         return self._fail("bad_arguments", f"{message}; call {TOOL_NAME}(bbox_2d, label, image_index=0)", arguments)
+
+
+class RelativeZoomInTool(ZoomInTool):
+    """The zoom tool for policies that write boxes relative to the image, 0 to 1000 on each axis (Qwen3-VL)."""
+
+    @lenient
+    def image_zoom_in_tool(self, bbox_2d: list[float], label: str, image_index: int = 0) -> list | str:
+        """Zoom in on a region of an image to see it at full resolution.
+
+        Args:
+            bbox_2d: The region as [x1, y1, x2, y2], relative to the image: 0 to 1000 on each axis.
+            label: A short name of the object or detail expected in the region.
+            image_index: Which image to zoom into: 0 is the first image, 1 the first zoomed crop, and so on.
+
+        Returns:
+            The zoomed crop as a new image, with a short description.
+        """
+        return ZoomInTool.image_zoom_in_tool.__wrapped__(self, bbox_2d=bbox_2d, label=label, image_index=image_index)
 
 
 TOOL = ZoomInTool

@@ -12,27 +12,27 @@ def bench_tool_call(repeats: int = 200) -> dict:
     """One zoom tool call on a 4800x1800 stitched frame: parse the policy's text, map the box, crop the
     original, and run the image processor on the crop (what TRL does before the next turn)."""
     from PIL import Image
-    from transformers import AutoProcessor, Qwen2VLImageProcessor
     from trl.chat_template_utils import parse_response
 
-    from omnidrive_r1 import templates
+    from omnidrive_r1.policies import build_processor, default
     from omnidrive_r1.tools.zoom_in import ZoomInTool
     from omnidrive_r1.toy.tiny import build_tiny_policy
     from omnidrive_r1.vision import model_size
 
-    processor = templates.install(AutoProcessor.from_pretrained(build_tiny_policy()))
-    tok = processor.tokenizer
+    family = default()
+    f = family.factor
     # the paper preset's resolution: 1280 visual tokens at most
-    min_pixels, max_pixels = 3136, 1280 * 28 * 28
-    image_processor = Qwen2VLImageProcessor(min_pixels=min_pixels, max_pixels=max_pixels)
+    min_pixels, max_pixels = family.min_pixels, 1280 * f * f
+    processor = build_processor(build_tiny_policy(), min_pixels=min_pixels, max_pixels=max_pixels)
+    tok, image_processor = processor.tokenizer, processor.image_processor
     frame = Image.effect_noise((4800, 1800), 64).convert("RGB")
-    env = ZoomInTool(min_pixels=min_pixels, max_pixels=max_pixels, max_tool_calls=10**9, max_images=10**9)
+    env = ZoomInTool(min_pixels=min_pixels, max_pixels=max_pixels, factor=f, max_tool_calls=10**9, max_images=10**9)
     env.reset(image=frame)
-    mw, mh = model_size(*frame.size, min_pixels=min_pixels, max_pixels=max_pixels)
+    mw, mh = model_size(*frame.size, min_pixels=min_pixels, max_pixels=max_pixels, factor=f)
     rng = random.Random(0)
     texts = []
     for _ in range(repeats):
-        w, h = rng.randint(28, mw // 3), rng.randint(28, mh // 2)
+        w, h = rng.randint(f, mw // 3), rng.randint(f, mh // 2)
         x, y = rng.randint(0, mw - w), rng.randint(0, mh - h)
         texts.append(tok(f'<think>zoom</think>\n<tool_call>\n{{"name": "image_zoom_in_tool", "arguments": '
                          f'{{"bbox_2d": [{x}, {y}, {x + w}, {y + h}], "label": "car"}}}}\n</tool_call><|im_end|>')
@@ -110,18 +110,18 @@ def bench_vllm_vs_hf(repeats: int = 8) -> dict:
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     import torch
-    from transformers import AutoModelForImageTextToText, AutoProcessor
+    from transformers import AutoModelForImageTextToText
     from vllm import LLM, SamplingParams
 
-    from omnidrive_r1 import templates
     from omnidrive_r1.data.loaders import load_drivelmm
+    from omnidrive_r1.policies import build_processor
     from omnidrive_r1.rollout import with_image
     from omnidrive_r1.toy.tiny import build_tiny_policy
     from omnidrive_r1.toy.toydrive import ensure_toydrive
 
     new_tokens = 64
     model_dir = build_tiny_policy()
-    processor = templates.install(AutoProcessor.from_pretrained(model_dir))
+    processor = build_processor(model_dir)
     ds, _ = load_drivelmm(ensure_toydrive("outputs/toydrive") / "drivelmm" / "test.json", limit=repeats,
                           progress=False)
     texts = [processor.apply_chat_template(with_image(p), add_generation_prompt=True, tokenize=False)

@@ -1,5 +1,5 @@
-"""GPU figures at the paper's scale, without downloading anything: Qwen2.5-VL-7B-Instruct's published
-architecture with random bf16 weights, trained for a few real GRPO steps of the paper's stage-1 recipe, and the
+"""GPU figures at the paper's scale, without downloading anything: the paper recipe's model's published
+architecture (`omnidrive_r1/policies/`) with random bf16 weights, trained for a few real GRPO steps of the paper's stage-1 recipe, and the
 CLIP reward with ViT-L-14 (random weights).
 
     python -m omnidrive_r1.bench.paper policy --lora --json out.json    # one GPU; LoRA r=16, or full fine-tuning
@@ -7,7 +7,7 @@ CLIP reward with ViT-L-14 (random weights).
 
 The policy writes scripted trajectories (`omnidrive_r1.bench.steps`): one zoom call, then an answer. The token
 ids come from the tiny tokenizer (the weights are random, so which words they spell does not matter); the
-vocabulary, and so the embedding and output layers, keep the 7B's 152064 rows.
+vocabulary, and so the embedding and output layers, keep the published model's rows.
 """
 
 from __future__ import annotations
@@ -22,25 +22,26 @@ H100_BF16_DENSE_TFLOPS = 989.4  # H100 SXM, dense bf16 tensor cores (NVIDIA's da
 
 
 def paper_policy_dir(out: Path, layers: int | None = None) -> Path:
-    """A model directory with Qwen2.5-VL-7B's config (special token ids from the tiny tokenizer) and the tiny
-    processor; no weights: the model is built in memory."""
-    from transformers import AutoProcessor, Qwen2_5_VLConfig
-
-    from omnidrive_r1.plan import QWEN2_5_VL_7B
+    """A model directory with the paper recipe's published model config (special token ids from the tiny
+    tokenizer) and the tiny processor; no weights: the model is built in memory."""
+    from omnidrive_r1.config import parse_recipe
+    from omnidrive_r1.policies import build_processor, family_of
     from omnidrive_r1.toy.tiny import build_tiny_processor_dir
 
-    processor = AutoProcessor.from_pretrained(build_tiny_processor_dir())
+    _, _, model_args = parse_recipe(PAPER_RECIPE, ["require_gpu=false"], plan_only=True)
+    family = family_of(model_args.model_name_or_path)
+    published = family.known[model_args.model_name_or_path]
+    processor = build_processor(build_tiny_processor_dir())
     ids = processor.tokenizer.convert_tokens_to_ids
-    vision = dict(QWEN2_5_VL_7B["vision_config"])
+    vision = dict(published["vision_config"])
     depth = {} if layers is None else {"num_hidden_layers": layers}
     if layers is not None:  # a quick check of the code path on a small machine, not a figure
         vision.update(depth=layers, fullatt_block_indexes=[layers - 1])
-    text = {**QWEN2_5_VL_7B["text_config"], **depth, "bos_token_id": ids("<|endoftext|>"), "eos_token_id": ids("<|im_end|>"),
-            "pad_token_id": ids("<|endoftext|>")}
-    config = Qwen2_5_VLConfig(text_config=text, vision_config=vision,
-                              tie_word_embeddings=False, image_token_id=ids("<|image_pad|>"),
-                              video_token_id=ids("<|video_pad|>"), vision_start_token_id=ids("<|vision_start|>"),
-                              vision_end_token_id=ids("<|vision_end|>"))
+    text = {**published["text_config"], **depth, "bos_token_id": ids("<|endoftext|>"),
+            "eos_token_id": ids("<|im_end|>"), "pad_token_id": ids("<|endoftext|>")}
+    config = family.config(text_config=text, vision_config=vision, tie_word_embeddings=False,
+                           image_token_id=ids("<|image_pad|>"), video_token_id=ids("<|video_pad|>"),
+                           vision_start_token_id=ids("<|vision_start|>"), vision_end_token_id=ids("<|vision_end|>"))
     out.mkdir(parents=True, exist_ok=True)
     config.save_pretrained(out)
     processor.save_pretrained(out)
@@ -49,12 +50,12 @@ def paper_policy_dir(out: Path, layers: int | None = None) -> Path:
 
 def build_policy(model_dir: Path, device: str):
     import torch
-    from transformers import AutoConfig, Qwen2_5_VLForConditionalGeneration
+    from transformers import AutoConfig, AutoModelForImageTextToText
 
     config = AutoConfig.from_pretrained(model_dir)
     config._attn_implementation = "sdpa"
     with torch.device(device):
-        model = Qwen2_5_VLForConditionalGeneration._from_config(config, dtype=torch.bfloat16)
+        model = AutoModelForImageTextToText.from_config(config, dtype=torch.bfloat16)
     from transformers import GenerationConfig
 
     model.generation_config = GenerationConfig(eos_token_id=[config.text_config.eos_token_id],

@@ -88,7 +88,7 @@ def bench_vision_attention(repeats: int = 3) -> dict:
     """The vision tower's forward and forward+backward, transformers' per-window attention vs one call per layer."""
     import torch
 
-    from omnidrive_r1.vision_attention import count_attention_calls, set_vision_attention
+    from omnidrive_r1.policies._qwen2_5_vl_attention import count_attention_calls, set_vision_attention
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     tower, dtype = _tower(device)

@@ -6,7 +6,6 @@ print from the same judge answers); our stricter figures carry their own keys (`
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from pathlib import Path
 

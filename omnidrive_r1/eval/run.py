@@ -163,7 +163,10 @@ def evaluate(model: str, data: str | Path | None = None, images_root: str | None
     data = str(data or bench.default_data())
     out = Path(out)
     settings = settings or RolloutSettings.of_model(model)
-    loaded = bench.load(data, images_root=images_root, limit=limit, **options)
+    from omnidrive_r1.policies import family_of
+
+    loaded = bench.load(data, images_root=images_root, limit=limit, system_prompt=family_of(model).system_prompt(),
+                        **options)
     print(loaded.note)
     rows = loaded.rows
     claim_output_dir(out, {"benchmark": bench.name,

@@ -29,6 +29,7 @@ from omnidrive_r1.toy.toydrive import (
     SHOW_OPTIONS,
     SHOWS,
     SLOTS,
+    TOY_FACTOR,
     TOY_MAX_CROP_PIXELS,
     TOY_MAX_PIXELS,
     TOY_MIN_PIXELS,
@@ -221,7 +222,7 @@ def as_seen(frame, min_pixels: int = TOY_MIN_PIXELS, max_pixels: int = TOY_MAX_P
 
     from omnidrive_r1.vision import model_size
 
-    w, h = model_size(*frame.size, min_pixels=min_pixels, max_pixels=max_pixels)
+    w, h = model_size(*frame.size, min_pixels=min_pixels, max_pixels=max_pixels, factor=TOY_FACTOR)
     small = F.resize(F.pil_to_tensor(frame), [h, w], interpolation=F.InterpolationMode.BICUBIC, antialias=True)
     return F.to_pil_image(small)
 
@@ -272,7 +273,8 @@ def protocol_examples(processor, seed: int, frames: int, reading_only: bool = Fa
                                  "completion": [_zoom_turn(_box(kind, board, other, rng, frame.size), label)]})
             kind = rng.choices(read_kinds, read_weights)[0]
             box = _box(kind, board, other, rng, frame.size)
-            tool = ZoomInTool(min_pixels=TOY_MIN_PIXELS, max_pixels=TOY_MAX_PIXELS, max_crop_pixels=TOY_MAX_CROP_PIXELS)
+            tool = ZoomInTool(min_pixels=TOY_MIN_PIXELS, max_pixels=TOY_MAX_PIXELS, factor=TOY_FACTOR,
+                              max_crop_pixels=TOY_MAX_CROP_PIXELS)
             tool.reset(image=frame)
             reply = tool.image_zoom_in_tool(bbox_2d=box, label=label)
             prompt = [*prompt, _zoom_turn(box, label),
@@ -304,7 +306,7 @@ def reading_examples(seed: int, n: int) -> list[dict]:
     rng = random.Random(seed)
     for boards, frame in _frames(seed ^ 0xC0DE, n):
         board = boards[rng.randrange(2)]
-        tool = ZoomInTool(min_pixels=TOY_MIN_PIXELS, max_pixels=TOY_MAX_PIXELS)
+        tool = ZoomInTool(min_pixels=TOY_MIN_PIXELS, max_pixels=TOY_MAX_PIXELS, factor=TOY_FACTOR)
         tool.reset(image=frame)
         crop = tool.image_zoom_in_tool(bbox_2d=_box("on_target", board, board, rng, frame.size),
                                        label="board")[0]["image"]
@@ -411,15 +413,14 @@ def train_policy(out: Path, seed: int, steps: dict | None = None, batch_size: in
     lost the reading, up to `attempts` times in all."""
     import torch
     from datasets import Dataset
-    from transformers import AutoModelForImageTextToText, AutoProcessor
+    from transformers import AutoModelForImageTextToText
 
-    from omnidrive_r1 import templates
+    from omnidrive_r1.policies import build_processor
     from omnidrive_r1.toy.tiny import build_tiny_policy
 
     steps = {**PHASE_STEPS, **(steps or {})}
     start = build_tiny_policy(seed, **TOY_BASE_OVERRIDES)
-    processor = templates.install(AutoProcessor.from_pretrained(start, min_pixels=TOY_MIN_PIXELS,
-                                                                max_pixels=TOY_MAX_PIXELS))
+    processor = build_processor(start, min_pixels=TOY_MIN_PIXELS, max_pixels=TOY_MAX_PIXELS)
     model = AutoModelForImageTextToText.from_pretrained(start, dtype=torch.float32)
     phases = {  # name: (examples, batch size); two questions per frame, about two examples per question
         "reading": (lambda n: reading_examples(seed, 16 * n), 16),
@@ -478,12 +479,12 @@ def _protocol_phase(model, processor, seed: int, steps: int, batch_size: int, lr
 def toy_base_key(seed: int = 0, steps: dict | None = None, clip_steps: int = 300,
                  attempts: int = PROTOCOL_ATTEMPTS) -> str:
     """The content key of a toy base build: everything the bytes depend on."""
-    from omnidrive_r1 import templates
     from omnidrive_r1.cache import content_key
+    from omnidrive_r1.policies import default
     from omnidrive_r1.toy.tiny import TINY_POLICY_CONFIG
 
     return content_key("toy-base-10", seed, {**PHASE_STEPS, **(steps or {})}, clip_steps, BOX_MIX, READ_MIX,
-                       TOY_CLIP_CONFIG, TINY_POLICY_CONFIG, TOY_BASE_OVERRIDES, templates.QWEN2_5_VL_TOOLS,
+                       TOY_CLIP_CONFIG, TINY_POLICY_CONFIG, TOY_BASE_OVERRIDES, default().chat_template(),
                        READING_GATE, attempts)
 
 

@@ -1,10 +1,10 @@
-"""Tiny, offline stand-ins for the real models: a Qwen2.5-VL policy and an open_clip CLIP.
+"""Tiny, offline stand-ins for the real models: a policy of each supported family and an open_clip CLIP.
 
-Nothing here touches a model hub. The policy has the real `Qwen2_5_VLForConditionalGeneration`
-architecture at toy width; its byte-level BPE tokenizer is trained on toydrive text and carries
-Qwen2.5-VL's special tokens, so prompts, chat templates and image-token expansion behave as they do
-with the 7B checkpoint. Both models are built once per (config, seed) and cached on disk; the same seed
-gives the same weights and the same tokenizer.
+Nothing here touches a model hub. The policy has the real architecture of its family
+(`omnidrive_r1/policies/`) at toy width; its byte-level BPE tokenizer is trained on toydrive text and carries
+the family's special tokens, so prompts, chat templates and image-token expansion behave as they do with the
+published checkpoints. Both models are built once per (config, seed) and cached on disk; the same seed gives
+the same weights and the same tokenizer.
 
     >>> policy_dir = build_tiny_policy()          # doctest: +SKIP
     >>> AutoProcessor.from_pretrained(policy_dir)  # doctest: +SKIP
@@ -15,29 +15,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from omnidrive_r1 import templates
+from omnidrive_r1 import policies
 from omnidrive_r1.cache import build_atomically, cache_root, content_key
 from omnidrive_r1.toy.toydrive import TOY_MAX_PIXELS, TOY_MIN_PIXELS
-
-# Qwen2.5-VL's added tokens, in the order (and so with the relative ids) the real tokenizer has them.
-QWEN_SPECIAL_TOKENS = [
-    "<|endoftext|>",
-    "<|im_start|>",
-    "<|im_end|>",
-    "<|object_ref_start|>",
-    "<|object_ref_end|>",
-    "<|box_start|>",
-    "<|box_end|>",
-    "<|quad_start|>",
-    "<|quad_end|>",
-    "<|vision_start|>",
-    "<|vision_end|>",
-    "<|vision_pad|>",
-    "<|image_pad|>",
-    "<|video_pad|>",
-]
-# Added but not "special": they stay in decoded text, as in Qwen2.5's tokenizer.
-QWEN_ADDED_TOKENS = ["<tool_call>", "</tool_call>", "<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>"]
 
 TINY_TOKENIZER_VOCAB = 4096  # upper bound; BPE stops earlier when the toydrive corpus runs out of merges
 TINY_POLICY_CONFIG = {
@@ -71,7 +51,16 @@ TINY_CLIP_NAME = "omnidrive-tiny-clip"
 _BUILD_VERSION = "6"  # bump when the build recipe changes, so old caches are not reused
 
 
-def tokenizer_corpus(seed: int = 0, frames: int = 256) -> list[str]:
+def tiny_pixels(family) -> tuple[int, int]:
+    """The tiny policy's (min_pixels, max_pixels): toydrive's resolution in the family's own image tokens."""
+    return 16 * family.factor ** 2, 160 * family.factor ** 2
+
+
+def _family(name: str | None):
+    return policies.get(name) if name else policies.default()
+
+
+def tokenizer_corpus(seed: int = 0, frames: int = 256, family: str | None = None) -> list[str]:
     """Text the tiny tokenizer learns its merges from: the system prompt, the tool schema and the chat template
     as every prompt carries them, and toydrive questions, answers and reasoning."""
     import random
@@ -79,23 +68,27 @@ def tokenizer_corpus(seed: int = 0, frames: int = 256) -> list[str]:
     from transformers.utils import get_json_schema
 
     from omnidrive_r1.prompts import SYSTEM_PROMPT
-    from omnidrive_r1.tools.zoom_in import ZoomInTool
+    from omnidrive_r1.tools.zoom_in import RelativeZoomInTool, ZoomInTool
     from omnidrive_r1.toy.toydrive import corpus_lines, slot_boxes
 
-    schema = json.dumps(get_json_schema(ZoomInTool.image_zoom_in_tool))
-    rng = random.Random(seed)  # boxes with coordinates on the 28-pixel grid, in random combinations
-    grid = ['"bbox_2d": [' + ", ".join(str(28 * rng.randrange(21)) for _ in range(4)) + "]" for _ in range(400)]
-    slots = [f'"bbox_2d": {box}' for kinds in slot_boxes().values() for box in kinds.values()] * 40
+    fam = _family(family)
+    relative = fam.coordinates == "relative"
+    schema = json.dumps(get_json_schema((RelativeZoomInTool if relative else ZoomInTool).image_zoom_in_tool))
+    rng = random.Random(seed)  # boxes in the family's coordinates (on its pixel grid), in random combinations
+    value = (lambda: rng.randrange(1001)) if relative else (lambda: fam.factor * rng.randrange(21))
+    grid = ['"bbox_2d": [' + ", ".join(str(value()) for _ in range(4)) + "]" for _ in range(400)]
+    slots = [] if relative else [f'"bbox_2d": {box}' for kinds in slot_boxes().values() for box in kinds.values()] * 40
     replies = [f"Zoomed view of image 0 ({colour} board), now image 1." for colour in ("yellow", "red")] * 40
-    return [*[SYSTEM_PROMPT, schema, templates.QWEN2_5_VL_TOOLS] * 8, *grid, *slots, *replies,
+    return [*[SYSTEM_PROMPT, schema, fam.chat_template()] * 8, *grid, *slots, *replies,
             *corpus_lines(seed=seed, frames=frames)]
 
 
-def train_tiny_tokenizer(vocab_size: int, seed: int = 0):
-    """A byte-level BPE tokenizer (Qwen style: no BOS, `<|im_end|>` ends a turn) with Qwen's special tokens."""
+def train_tiny_tokenizer(vocab_size: int, seed: int = 0, family: str | None = None):
+    """A byte-level BPE tokenizer (Qwen style: no BOS, `<|im_end|>` ends a turn) with the family's special tokens."""
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
+    fam = _family(family)
     tok = Tokenizer(models.BPE(unk_token=None))
     # A box's coordinate list is a piece of its own, and the boxes the toy base writes (`slot_boxes`) are in the
     # corpus often enough to become single tokens: the tiny policy makes one choice per box rather than four
@@ -109,109 +102,75 @@ def train_tiny_tokenizer(vocab_size: int, seed: int = 0):
         pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size - len(QWEN_SPECIAL_TOKENS) - len(QWEN_ADDED_TOKENS),
+        vocab_size=vocab_size - len(fam.special_tokens) - len(fam.added_tokens),
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tok.train_from_iterator(tokenizer_corpus(seed), trainer=trainer)
+    tok.train_from_iterator(tokenizer_corpus(seed, family=family), trainer=trainer)
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok,
         eos_token="<|im_end|>",
         pad_token="<|endoftext|>",
-        additional_special_tokens=QWEN_SPECIAL_TOKENS[1:],
+        additional_special_tokens=fam.special_tokens[1:],
         model_max_length=32768,
         padding_side="left",
     )
-    fast.add_special_tokens({"additional_special_tokens": QWEN_SPECIAL_TOKENS[1:]})
-    fast.add_tokens(QWEN_ADDED_TOKENS)
+    fast.add_special_tokens({"additional_special_tokens": fam.special_tokens[1:]})
+    fast.add_tokens(fam.added_tokens)
     return fast
 
 
-def build_tiny_processor(tokenizer, min_pixels: int = TINY_MIN_PIXELS, max_pixels: int = TINY_MAX_PIXELS):
-    from transformers import Qwen2_5_VLProcessor, Qwen2VLImageProcessor, Qwen2VLVideoProcessor
-
-    image_processor = Qwen2VLImageProcessor(min_pixels=min_pixels, max_pixels=max_pixels)
-    return Qwen2_5_VLProcessor(
-        image_processor=image_processor,
-        tokenizer=tokenizer,
-        video_processor=Qwen2VLVideoProcessor(),
-        chat_template=templates.QWEN2_5_VL_TOOLS,
-    )
+def build_tiny_processor(tokenizer, min_pixels: int | None = None, max_pixels: int | None = None,
+                         family: str | None = None):
+    fam = _family(family)
+    lo, hi = tiny_pixels(fam)
+    return fam.tiny_processor(tokenizer, min_pixels or lo, max_pixels or hi)
 
 
-def tiny_policy_config(tokenizer, **overrides):
-    from transformers import Qwen2_5_VLConfig
-
-    c = {**TINY_POLICY_CONFIG, **overrides}
-    ids = tokenizer.convert_tokens_to_ids
-    head_dim = c["hidden_size"] // c["num_attention_heads"]
-    if sum(c["mrope_section"]) != head_dim // 2:
-        raise ValueError(f"mrope_section {c['mrope_section']} must sum to head_dim/2 = {head_dim // 2}")
-    return Qwen2_5_VLConfig(
-        text_config={
-            "vocab_size": len(tokenizer),  # every id the model can emit decodes to text
-            "hidden_size": c["hidden_size"],
-            "intermediate_size": c["intermediate_size"],
-            "num_hidden_layers": c["num_hidden_layers"],
-            "num_attention_heads": c["num_attention_heads"],
-            "num_key_value_heads": c["num_key_value_heads"],
-            "max_position_embeddings": c["max_position_embeddings"],
-            "rope_parameters": {"rope_type": "default", "rope_theta": c["rope_theta"],
-                                "mrope_section": c["mrope_section"]},
-            "bos_token_id": ids("<|endoftext|>"),
-            "eos_token_id": ids("<|im_end|>"),
-            "pad_token_id": ids("<|endoftext|>"),
-        },
-        vision_config={
-            "depth": c["vision_depth"],
-            "hidden_size": c["vision_hidden_size"],
-            "num_heads": c["vision_heads"],
-            "intermediate_size": c["vision_intermediate_size"],
-            "out_hidden_size": c["hidden_size"],
-            "fullatt_block_indexes": [c["vision_depth"] - 1],
-            "window_size": 112,
-            "patch_size": 14,
-            "spatial_merge_size": 2,
-            "temporal_patch_size": 2,
-        },
-        image_token_id=ids("<|image_pad|>"),
-        video_token_id=ids("<|video_pad|>"),
-        vision_start_token_id=ids("<|vision_start|>"),
-        vision_end_token_id=ids("<|vision_end|>"),
-        tie_word_embeddings=False,
-    )
+def tiny_policy_config(tokenizer, family: str | None = None, **overrides):
+    return _family(family).tiny_config(tokenizer, {**TINY_POLICY_CONFIG, **overrides})
 
 
-def build_tiny_processor_dir(seed: int = 0, out_dir: str | Path | None = None) -> Path:
+def _key(family: str | None, *parts) -> tuple[str, str]:
+    """(folder name, content key): the default family's keys are those of builds before there were families."""
+    fam = _family(family)
+    extra = () if fam is policies.default() else (fam.model_types[0],)
+    return fam.name.lower(), content_key(*parts, fam.chat_template(), *tiny_pixels(fam), *extra)
+
+
+def build_tiny_processor_dir(seed: int = 0, out_dir: str | Path | None = None, family: str | None = None) -> Path:
     """Build (or reuse) a directory holding only the tiny processor (tokenizer, image processor, chat template):
     what template and parsing tests need, in a second and without a model."""
-    key = content_key(_BUILD_VERSION, TINY_TOKENIZER_VOCAB, seed, templates.QWEN2_5_VL_TOOLS, TINY_MIN_PIXELS,
-                      TINY_MAX_PIXELS)
-    target = Path(out_dir) if out_dir else cache_root() / "models" / f"tiny-processor-s{seed}-{key}"
+    slug, key = _key(family, _BUILD_VERSION, TINY_TOKENIZER_VOCAB, seed)
+    name = "tiny-processor" if _family(family) is policies.default() else f"tiny-processor-{slug}"
+    target = Path(out_dir) if out_dir else cache_root() / "models" / f"{name}-s{seed}-{key}"
     return build_atomically(target, lambda tmp: build_tiny_processor(
-        train_tiny_tokenizer(TINY_TOKENIZER_VOCAB, seed)).save_pretrained(tmp))
+        train_tiny_tokenizer(TINY_TOKENIZER_VOCAB, seed, family), family=family).save_pretrained(tmp))
 
 
-def build_tiny_policy(seed: int = 0, out_dir: str | Path | None = None, **overrides) -> Path:
-    """Build (or reuse) the tiny Qwen2.5-VL policy directory: random weights, tokenizer, processor, chat template.
+def build_tiny_policy(seed: int = 0, out_dir: str | Path | None = None, family: str | None = None,
+                      **overrides) -> Path:
+    """Build (or reuse) the tiny policy directory of `family` (a model_type; default: the default family's):
+    random weights, tokenizer, processor, chat template.
 
-    The directory loads with `Qwen2_5_VLForConditionalGeneration.from_pretrained` and
-    `AutoProcessor.from_pretrained`, exactly like a downloaded checkpoint. It has the architecture and the
-    token layout of the real model and knows nothing: `omnidrive_r1.toy.base` teaches it the toy world.
+    The directory loads with `AutoModelForImageTextToText.from_pretrained` and `AutoProcessor.from_pretrained`,
+    exactly like a downloaded checkpoint. It has the architecture and the token layout of the real model and
+    knows nothing: `omnidrive_r1.toy.base` teaches it the toy world.
     """
-    key = content_key(_BUILD_VERSION, TINY_POLICY_CONFIG, TINY_TOKENIZER_VOCAB, overrides, seed,
-                      templates.QWEN2_5_VL_TOOLS, TINY_MIN_PIXELS, TINY_MAX_PIXELS)
-    target = Path(out_dir) if out_dir else cache_root() / "models" / f"tiny-qwen2.5-vl-s{seed}-{key}"
+    fam = _family(family)
+    slug, key = _key(family, _BUILD_VERSION, TINY_POLICY_CONFIG, TINY_TOKENIZER_VOCAB, overrides, seed)
+    target = Path(out_dir) if out_dir else cache_root() / "models" / f"tiny-{slug}-s{seed}-{key}"
 
     def build(tmp: Path):
         import torch
-        from transformers import GenerationConfig, Qwen2_5_VLForConditionalGeneration
+        from transformers import GenerationConfig
 
-        tokenizer = train_tiny_tokenizer(TINY_TOKENIZER_VOCAB, seed)
-        config = tiny_policy_config(tokenizer, **overrides)
+        print(f"building the tiny {fam.name} policy (seed {seed}): tokenizer, weights, processor")
+        tokenizer = train_tiny_tokenizer(TINY_TOKENIZER_VOCAB, seed, family)
+        config = tiny_policy_config(tokenizer, family, **overrides)
         torch.manual_seed(seed)
-        model = Qwen2_5_VLForConditionalGeneration(config).eval()
-        processor = build_tiny_processor(tokenizer)
+        model = fam.model(config).eval()
+        processor = build_tiny_processor(tokenizer, family=family)
         model.generation_config = GenerationConfig(
             eos_token_id=[config.text_config.eos_token_id],
             pad_token_id=config.text_config.pad_token_id,

@@ -12,7 +12,7 @@ context; its decisive detail is the pattern of thin white stripes on it, which s
 
 The stripes are a few pixels apart: after the policy's input resize (`docs/coordinates.md`) they average
 into the board's colour, while a zoom onto the board shows them clearly. Each board fills one cell of the
-policy's 28-pixel grid (`cell_boxes`): the slot of the camera that holds it (`SLOTS`, six cells spread over
+policy's grid (`cell_boxes`, one cell per image token): the slot of the camera that holds it (`SLOTS`, six cells spread over
 the whole frame), and which cameras hold the boards changes with every frame, so a constant box cannot work.
 Every question asks about one board, names it by colour and camera as DriveLMM-o1 questions name objects,
 and records its ground-truth box (`gt_box`, stitched-frame pixels).
@@ -31,13 +31,16 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 
 from omnidrive_r1.data.stitch import CAMERAS, cell_origin, stitch
-from omnidrive_r1.vision import PATCH_FACTOR, model_size
+from omnidrive_r1.policies import default
+from omnidrive_r1.vision import model_size
 
-# The toy presets' image resolution (recipes/toy/*.yaml): the 2400x900 stitched frame is seen at 560x196,
-# and crops are shown at no less than 112x112 pixels.
-TOY_MIN_PIXELS = 16 * 28 * 28
-TOY_MAX_PIXELS = 160 * 28 * 28
-TOY_MAX_CROP_PIXELS = 64 * 28 * 28  # the zoom tool's max_crop_pixels in the toy recipes: a reply costs <= 64 tokens
+# The toy world is drawn on the grid of the default family's policy (`omnidrive_r1/policies/`): its resize factor
+# is one grid cell. The toy presets' image resolution (recipes/toy/*.yaml): the 2400x900 stitched frame is seen
+# at 560x196, and crops are shown at no less than 112x112 pixels.
+TOY_FACTOR = default().factor
+TOY_MIN_PIXELS = 16 * TOY_FACTOR * TOY_FACTOR
+TOY_MAX_PIXELS = 160 * TOY_FACTOR * TOY_FACTOR
+TOY_MAX_CROP_PIXELS = 64 * TOY_FACTOR * TOY_FACTOR  # the zoom tool's max_crop_pixels in the toy recipes: <= 64 tokens
 CAMERA_SIZE = (800, 450)
 
 COLOURS = {"yellow": (245, 195, 20), "red": (215, 35, 35)}
@@ -68,20 +71,21 @@ SLOTS = {"CAM_FRONT_LEFT": (3, 1), "CAM_FRONT": (10, 1), "CAM_FRONT_RIGHT": (16,
 
 def cell_boxes(frame_size: tuple[int, int], min_pixels: int = TOY_MIN_PIXELS,
                max_pixels: int = TOY_MAX_PIXELS) -> list[list[tuple[int, int, int, int]]]:
-    """The policy's 28-pixel grid over an image, in the image's own pixels: rows of (left, top, right, bottom)."""
+    """The policy's grid (one cell per `TOY_FACTOR` model pixels) over an image, in the image's own pixels: rows of
+    (left, top, right, bottom)."""
     w, h = frame_size
-    mw, mh = model_size(w, h, min_pixels=min_pixels, max_pixels=max_pixels)
-    sx, sy = w / mw, h / mh
-    return [[(round(c * PATCH_FACTOR * sx), round(r * PATCH_FACTOR * sy), round((c + 1) * PATCH_FACTOR * sx),
-              round((r + 1) * PATCH_FACTOR * sy)) for c in range(mw // PATCH_FACTOR)]
-            for r in range(mh // PATCH_FACTOR)]
+    mw, mh = model_size(w, h, min_pixels=min_pixels, max_pixels=max_pixels, factor=TOY_FACTOR)
+    sx, sy, cell = w / mw, h / mh, TOY_FACTOR
+    return [[(round(c * cell * sx), round(r * cell * sy), round((c + 1) * cell * sx), round((r + 1) * cell * sy))
+             for c in range(mw // cell)]
+            for r in range(mh // cell)]
 
 
 def slot_boxes(frame_size: tuple[int, int] = (3 * CAMERA_SIZE[0], 2 * CAMERA_SIZE[1])) -> dict[str, dict[str, list[int]]]:
     """Per camera, the zoom boxes the toy base writes, in the policy's pixels: `on_target` (the slot's own cell)
     and `too_large` (4x4 cells from the cell up and left of it, kept inside the image)."""
-    mw, mh = model_size(*frame_size, min_pixels=TOY_MIN_PIXELS, max_pixels=TOY_MAX_PIXELS)
-    cols, rows, cell = mw // PATCH_FACTOR, mh // PATCH_FACTOR, PATCH_FACTOR
+    mw, mh = model_size(*frame_size, min_pixels=TOY_MIN_PIXELS, max_pixels=TOY_MAX_PIXELS, factor=TOY_FACTOR)
+    cols, rows, cell = mw // TOY_FACTOR, mh // TOY_FACTOR, TOY_FACTOR
     boxes = {}
     for cam, (c, r) in SLOTS.items():
         c0, r0 = min(max(c - 1, 0), cols - 4), min(max(r - 1, 0), rows - 4)

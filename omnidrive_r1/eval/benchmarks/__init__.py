@@ -45,7 +45,9 @@ class Benchmark:
         """The toydrive set in this benchmark's published format, generated on first use."""
         raise UserError(f"--data is needed: {self.title} has no toydrive set")
 
-    def load(self, data: str, *, images_root: str | None = None, limit: int | None = None, **options) -> Loaded:
+    def load(self, data: str, *, images_root: str | None = None, limit: int | None = None,
+             system_prompt: str | None = None, **options) -> Loaded:
+        """The rows of `data`, each prompt opened by `system_prompt` (the policy family's; None: the default)."""
         raise NotImplementedError
 
     def score(self, record: dict) -> dict:

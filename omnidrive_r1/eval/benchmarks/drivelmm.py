@@ -31,7 +31,8 @@ class DriveLMM(Benchmark):
 
         return str(ensure_heldout())
 
-    def load(self, data, *, images_root=None, limit=None, stitched_dir=None, mcq_only=False) -> Loaded:
+    def load(self, data, *, images_root=None, limit=None, system_prompt=None, stitched_dir=None,
+             mcq_only=False) -> Loaded:
         """The DriveLMM-o1 file's rows (bad rows skipped and counted; a file whose rows share an idx is refused,
         naming the idx); with `mcq_only` its multiple-choice rows only."""
         import datasets
@@ -41,7 +42,8 @@ class DriveLMM(Benchmark):
         raw_rows = read_drivelmm_rows(data)
         if error := duplicate_idx_error(data, raw_rows):  # records are keyed by idx: one would replace the other
             raise error
-        ds, report = load_drivelmm(data, images_root, limit=limit, skip_bad=True, stitched_dir=stitched_dir)
+        ds, report = load_drivelmm(data, images_root, limit=limit, skip_bad=True, stitched_dir=stitched_dir,
+                                   **({"system_prompt": system_prompt} if system_prompt else {}))
         skipped = Counter(report.skipped)
         if limit and len(raw_rows) - report.rows_read:
             skipped["left out by --limit"] = len(raw_rows) - report.rows_read

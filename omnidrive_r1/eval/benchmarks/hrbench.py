@@ -24,7 +24,15 @@ from pathlib import Path
 
 from omnidrive_r1.data.loaders import DataError
 from omnidrive_r1.errors import UserError
-from omnidrive_r1.eval.benchmarks import LETTERS, Benchmark, Loaded, choice_letter, choice_prompt, percent, reply_text
+from omnidrive_r1.eval.benchmarks import (
+    LETTERS,
+    Benchmark,
+    Loaded,
+    choice_letter,
+    choice_prompt,
+    percent,
+    reply_text,
+)
 
 COLUMNS = ("index", "question", "answer", "A", "B", "C", "D", "category", "cycle_category", "image")
 # published accuracy (%), official scoring (`docs/evaluation.md`)
@@ -110,9 +118,11 @@ class HRBench(Benchmark):
 
         return str(ensure_hrbench())
 
-    def load(self, data, *, images_root=None, limit=None, **options) -> Loaded:
+    def load(self, data, *, images_root=None, limit=None, system_prompt=None, **options) -> Loaded:
         from omnidrive_r1.cache import cache_root
         from omnidrive_r1.data.loaders import conversation
+
+        opening = {"system_prompt": system_prompt} if system_prompt else {}
 
         if images_root:
             raise UserError("--images-root: HR-Bench holds its images in the TSV; pass the file as --data")
@@ -137,7 +147,7 @@ class HRBench(Benchmark):
             seen.add(row["idx"])
             text = choice_prompt(row["question"], row["options"])
             truth = f"{row['truth_letter']}. {row['options'][LETTERS.index(row['truth_letter'])]}"
-            rows.append({"idx": row["idx"], "prompt": conversation(text), "image": row["image"], "question": text,
+            rows.append({"idx": row["idx"], "prompt": conversation(text, **opening), "image": row["image"], "question": text,
                          "gt_boxes": [],
                          "fields": {"category": row["category"], "cycle_category": row["cycle"],
                                     "options": row["options"], "truth_letter": row["truth_letter"], "truth": truth}})

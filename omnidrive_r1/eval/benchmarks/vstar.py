@@ -20,7 +20,15 @@ from pathlib import Path
 
 from omnidrive_r1.data.loaders import DataError
 from omnidrive_r1.errors import UserError
-from omnidrive_r1.eval.benchmarks import Benchmark, Loaded, choice_letter, choice_prompt, percent, reply_text, rotations
+from omnidrive_r1.eval.benchmarks import (
+    Benchmark,
+    Loaded,
+    choice_letter,
+    choice_prompt,
+    percent,
+    reply_text,
+    rotations,
+)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 # published V* overall accuracy (%), options in file order (`docs/evaluation.md`)
@@ -85,8 +93,10 @@ class VStar(Benchmark):
 
         return str(ensure_vstar())
 
-    def load(self, data, *, images_root=None, limit=None, **options) -> Loaded:
+    def load(self, data, *, images_root=None, limit=None, system_prompt=None, **options) -> Loaded:
         from omnidrive_r1.data.loaders import conversation
+
+        opening = {"system_prompt": system_prompt} if system_prompt else {}
 
         if images_root:
             raise UserError("--images-root: V* Bench keeps each image beside its JSON; pass the folder as --data")
@@ -106,7 +116,7 @@ class VStar(Benchmark):
             name = f"{category}/{path.stem}"
             for k, (order, truth) in enumerate(rotations(item["options"])):
                 text = choice_prompt(item["question"], order)
-                rows.append({"idx": f"{name}#r{k}", "prompt": conversation(text), "image": str(item["image"]),
+                rows.append({"idx": f"{name}#r{k}", "prompt": conversation(text, **opening), "image": str(item["image"]),
                              "question": text, "gt_boxes": item["gt_boxes"],
                              "fields": {"item": name, "category": category, "rotation": k, "options": order,
                                         "truth_letter": truth, "truth": f"{truth}. {item['options'][0]}",

@@ -1,0 +1,177 @@
+"""Model families behind one seam (`docs/families.md`): what is specific to Qwen2.5-VL or Qwen3-VL lives in one
+file per family in this package, chosen from the model's `model_type` (as transformers' `Auto*` classes pick
+theirs). Nothing outside this package names a family, a patch size or a pixel factor.
+
+A family module defines `FAMILY`, an instance of a `Family` subclass: the resize factor and the published pixel
+limits, the coordinate convention of `bbox_2d`, the chat template and response parser, LoRA target modules,
+published architectures for `--plan`, and the tiny model's configuration and special tokens. The processor is
+built here, in one place (`build_processor`), from the recipe's pixel limits: the zoom tool, vLLM's model
+directory and evaluation take the same limits from it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import math
+import pkgutil
+from pathlib import Path
+
+from omnidrive_r1.errors import UserError
+
+
+class Family:
+    """What differs between model families. A family module subclasses it and sets every attribute."""
+
+    name = ""  # as people write it, e.g. "Qwen2.5-VL"
+    model_types: tuple[str, ...] = ()  # config.model_type values it serves
+    factor = 0  # resize factor: vision patch size x spatial merge size (a side is a multiple of it)
+    min_pixels = 0  # the published processor's limits
+    max_pixels = 0
+    coordinates = "pixels"  # how the model writes bbox_2d: "pixels" of the image it sees, or "relative" 0..1000
+    lora_targets: tuple[str, ...] = ()  # language-model linear layers LoRA adapts by default
+    known: dict[str, dict] = {}  # hub id -> published config (for --plan without a download)
+    config_class = ""  # transformers config class name
+    model_class = ""  # transformers model class name
+    special_tokens: list[str] = []  # the tiny tokenizer's added special tokens, in the real tokenizer's order
+    added_tokens: list[str] = []  # added, not special
+
+    def chat_template(self) -> str:
+        raise NotImplementedError
+
+    def install_template(self, processor):
+        """Our chat template (or the family's own, where it serves tool training) and the response parser."""
+        from omnidrive_r1.templates import RESPONSE_TEMPLATE
+
+        template = self.chat_template()
+        processor.chat_template = template
+        processor.tokenizer.chat_template = template
+        processor.tokenizer.response_template = RESPONSE_TEMPLATE
+        return processor
+
+    def system_prompt(self) -> str:
+        """The iMCoT system prompt, its words on the box in this family's convention."""
+        from omnidrive_r1.prompts import system_prompt
+
+        return system_prompt(self.coordinates)
+
+    def image_tokens(self, pixels: int) -> int:
+        """LLM tokens of an image of `pixels` pixels at most (one per factor x factor square)."""
+        return math.ceil(pixels / (self.factor * self.factor))
+
+    def zoom_options(self) -> dict:
+        """The zoom tool's geometry for this family (defaults; a recipe may set them)."""
+        return {"factor": self.factor, "coordinates": self.coordinates, "min_side": self.factor}
+
+    def set_vision_attention(self, model, mode: str) -> int:
+        """Switch the vision tower's attention to `mode` (recipe field `vision_attention`); returns the layers
+        switched. Only a family whose tower attends within windows has another mode than its own."""
+        from omnidrive_r1.errors import UserError
+
+        raise UserError(f"vision_attention: {mode!r} needs a vision tower with windowed attention; {self.name}'s "
+                        "has none (leave vision_attention at per_window)")
+
+    def config(self, **kwargs):
+        import transformers
+
+        return getattr(transformers, self.config_class)(**kwargs)
+
+    def model(self, config):
+        import transformers
+
+        return getattr(transformers, self.model_class)(config)
+
+    def tiny_config(self, tokenizer, c: dict):
+        """The tiny model's config at toy width (`c`: `omnidrive_r1.toy.tiny.TINY_POLICY_CONFIG`)."""
+        raise NotImplementedError
+
+    def tiny_processor(self, tokenizer, min_pixels: int, max_pixels: int):
+        raise NotImplementedError
+
+
+def _modules() -> list[str]:
+    return [m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_")]
+
+
+def families() -> list[Family]:
+    return [importlib.import_module(f"{__name__}.{name}").FAMILY for name in _modules()]
+
+
+def get(model_type: str) -> Family:
+    """The family serving `model_type`; an unknown one is named with what is supported."""
+    for family in families():
+        if model_type in family.model_types:
+            return family
+    supported = ", ".join(t for f in families() for t in f.model_types)
+    raise UserError(f"model_type {model_type!r} is not supported; supported: {supported} "
+                    "(a new family is one file in omnidrive_r1/policies/, docs/families.md)")
+
+
+DEFAULT = "qwen2_5_vl"  # the family of the built-in default (the toy preset and the paper recipes)
+
+
+def default() -> Family:
+    return get(DEFAULT)
+
+
+def model_type_of(source: str | Path, revision: str | None = None) -> str:
+    """`model_type` of a model directory, of a published hub id we know, or (on a user's machine) of any hub id."""
+    path = Path(source)
+    if (path / "config.json").is_file():
+        return json.loads((path / "config.json").read_text())["model_type"]
+    if (path / "processor_config.json").is_file():  # a processor saved alone
+        return _model_type_of_class(json.loads((path / "processor_config.json").read_text())["processor_class"])
+    for family in families():
+        if str(source) in family.known:
+            return family.model_types[0]
+    if path.exists():
+        raise UserError(f"{source}: no config.json; expected a model directory")
+    from transformers import AutoConfig
+
+    return AutoConfig.from_pretrained(str(source), revision=revision).model_type
+
+
+def family_of(source) -> Family:
+    """The family of a model directory or hub id, of a config object, or of a processor."""
+    if hasattr(source, "model_type"):
+        return get(source.model_type)
+    if hasattr(source, "image_processor"):  # a processor: its class names the family
+        return get(_model_type_of_class(type(source).__name__))
+    return get(model_type_of(source))
+
+
+def _model_type_of_class(name: str) -> str:
+    """The model_type of a processor class name (Qwen2_5_VLProcessor -> qwen2_5_vl)."""
+    for family in families():
+        if any(t.replace("_", "") in name.lower().replace("_", "") for t in family.model_types):
+            return family.model_types[0]
+    raise UserError(f"{name}: no supported model family uses this processor")
+
+
+def build_processor(source: str | Path, *, min_pixels: int | None = None, max_pixels: int | None = None,
+                    backend: str | None = None, cache_mb: int | None = None, revision: str | None = None):
+    """The policy's processor: the one place one is built. Pixel limits (when given) go to the image processor,
+    the image backend and cache (`omnidrive_r1.image_cache`) when asked, and the family's chat template and
+    response parser are installed."""
+    from transformers import AutoImageProcessor, AutoProcessor
+
+    family = family_of(source)
+    sizes = {}
+    if min_pixels is not None or max_pixels is not None:
+        sizes["size"] = {"shortest_edge": min_pixels or family.min_pixels,
+                         "longest_edge": max_pixels or family.max_pixels}
+    extra = {"revision": revision} if revision else {}
+    processor = AutoProcessor.from_pretrained(str(source), **sizes, **extra)
+    if backend is not None or cache_mb:
+        from omnidrive_r1.image_cache import cache_images
+
+        kwargs = {"backend": backend} if backend else {}
+        image_processor = AutoImageProcessor.from_pretrained(str(source), **sizes, **extra, **kwargs)
+        processor.image_processor = cache_images(image_processor, cache_mb) if cache_mb else image_processor
+    return family.install_template(processor)
+
+
+def pixel_limits(processor) -> tuple[int, int]:
+    """(min_pixels, max_pixels) a processor resizes to."""
+    size = processor.image_processor.size
+    return size["shortest_edge"], size["longest_edge"]

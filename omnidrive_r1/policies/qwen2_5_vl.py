@@ -1,0 +1,96 @@
+"""Qwen2.5-VL (`model_type` qwen2_5_vl): 14-pixel patches merged 2x2 (a side is a multiple of 28), `bbox_2d` in
+pixels of the resized image the model sees, and a chat template of ours (`omnidrive_r1/assets/qwen2_5_vl_tools.jinja`):
+the published one has no tool support, which TRL refuses for tool training."""
+
+from __future__ import annotations
+
+from importlib.resources import files
+
+from omnidrive_r1.policies import Family
+
+# Qwen/Qwen2.5-VL-7B-Instruct's published architecture (its config.json), for --plan without a download
+QWEN2_5_VL_7B = {
+    "text_config": {"hidden_size": 3584, "intermediate_size": 18944, "num_hidden_layers": 28,
+                    "num_attention_heads": 28, "num_key_value_heads": 4, "vocab_size": 152064,
+                    "max_position_embeddings": 128000,
+                    "rope_parameters": {"rope_type": "default", "rope_theta": 1e6, "mrope_section": [16, 24, 24]}},
+    "vision_config": {"depth": 32, "hidden_size": 1280, "intermediate_size": 3420, "num_heads": 16,
+                      "out_hidden_size": 3584, "patch_size": 14, "spatial_merge_size": 2, "temporal_patch_size": 2,
+                      "window_size": 112, "fullatt_block_indexes": [7, 15, 23, 31]},
+    "tie_word_embeddings": False,
+}
+TEMPLATE = files("omnidrive_r1").joinpath("assets/qwen2_5_vl_tools.jinja").read_text(encoding="utf-8")
+
+
+class Qwen2_5_VL(Family):
+    name = "Qwen2.5-VL"
+    model_types = ("qwen2_5_vl",)
+    factor = 28
+    min_pixels, max_pixels = 3136, 12845056
+    coordinates = "pixels"
+    lora_targets = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+    known = {"Qwen/Qwen2.5-VL-7B-Instruct": QWEN2_5_VL_7B}
+    config_class = "Qwen2_5_VLConfig"
+    model_class = "Qwen2_5_VLForConditionalGeneration"
+    # the real tokenizer's added tokens, in its order (so with the same relative ids)
+    special_tokens = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>",
+                      "<|box_start|>", "<|box_end|>", "<|quad_start|>", "<|quad_end|>", "<|vision_start|>",
+                      "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>"]
+    added_tokens = ["<tool_call>", "</tool_call>", "<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>"]
+
+    def chat_template(self) -> str:
+        return TEMPLATE
+
+    def set_vision_attention(self, model, mode: str) -> int:
+        from omnidrive_r1.policies._qwen2_5_vl_attention import set_vision_attention
+
+        return set_vision_attention(model, mode)
+
+    def tiny_config(self, tokenizer, c: dict):
+        ids = tokenizer.convert_tokens_to_ids
+        head_dim = c["hidden_size"] // c["num_attention_heads"]
+        if sum(c["mrope_section"]) != head_dim // 2:
+            raise ValueError(f"mrope_section {c['mrope_section']} must sum to head_dim/2 = {head_dim // 2}")
+        return self.config(
+            text_config={
+                "vocab_size": len(tokenizer),  # every id the model can emit decodes to text
+                "hidden_size": c["hidden_size"],
+                "intermediate_size": c["intermediate_size"],
+                "num_hidden_layers": c["num_hidden_layers"],
+                "num_attention_heads": c["num_attention_heads"],
+                "num_key_value_heads": c["num_key_value_heads"],
+                "max_position_embeddings": c["max_position_embeddings"],
+                "rope_parameters": {"rope_type": "default", "rope_theta": c["rope_theta"],
+                                    "mrope_section": c["mrope_section"]},
+                "bos_token_id": ids("<|endoftext|>"),
+                "eos_token_id": ids("<|im_end|>"),
+                "pad_token_id": ids("<|endoftext|>"),
+            },
+            vision_config={
+                "depth": c["vision_depth"],
+                "hidden_size": c["vision_hidden_size"],
+                "num_heads": c["vision_heads"],
+                "intermediate_size": c["vision_intermediate_size"],
+                "out_hidden_size": c["hidden_size"],
+                "fullatt_block_indexes": [c["vision_depth"] - 1],
+                "window_size": 112,
+                "patch_size": 14,
+                "spatial_merge_size": 2,
+                "temporal_patch_size": 2,
+            },
+            image_token_id=ids("<|image_pad|>"),
+            video_token_id=ids("<|video_pad|>"),
+            vision_start_token_id=ids("<|vision_start|>"),
+            vision_end_token_id=ids("<|vision_end|>"),
+            tie_word_embeddings=False,
+        )
+
+    def tiny_processor(self, tokenizer, min_pixels: int, max_pixels: int):
+        from transformers import Qwen2_5_VLProcessor, Qwen2VLImageProcessor, Qwen2VLVideoProcessor
+
+        return Qwen2_5_VLProcessor(
+            image_processor=Qwen2VLImageProcessor(min_pixels=min_pixels, max_pixels=max_pixels),
+            tokenizer=tokenizer, video_processor=Qwen2VLVideoProcessor(), chat_template=TEMPLATE)
+
+
+FAMILY = Qwen2_5_VL()

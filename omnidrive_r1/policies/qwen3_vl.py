@@ -1,0 +1,101 @@
+"""Qwen3-VL (`model_type` qwen3_vl; dense 2B to 32B): 16-pixel patches merged 2x2 (a side is a multiple of 32),
+`bbox_2d` relative, 0 to 1000 on each axis of the image it points at, whatever that image's size (the model's own
+grounding convention), and the model's own chat template: it declares tools natively, renders tool replies
+(images included) as `<tool_response>` inside a user turn, and is prefix-preserving, as TRL's multi-turn
+trainer needs (checked by a test). The template text comes from TRL, which ships Qwen's original.
+
+Published architecture of Qwen/Qwen3-VL-8B-Instruct (its config.json on the Hugging Face hub): language model
+36 layers, width 4096, MLP 12288, 32 heads with 8 key-value heads of dimension 128, vocabulary 151936,
+interleaved M-RoPE (sections 24, 20, 20, theta 5e6); vision tower 27 layers, width 1152, MLP 4304, 16 heads,
+patch 16, merge 2, 2304 position embeddings, DeepStack features from vision layers 8, 16 and 24.
+"""
+
+from __future__ import annotations
+
+from omnidrive_r1.policies import Family
+
+QWEN3_VL_8B = {
+    "text_config": {"hidden_size": 4096, "intermediate_size": 12288, "num_hidden_layers": 36,
+                    "num_attention_heads": 32, "num_key_value_heads": 8, "head_dim": 128, "vocab_size": 151936,
+                    "max_position_embeddings": 262144,
+                    "rope_parameters": {"rope_type": "default", "rope_theta": 5e6, "mrope_section": [24, 20, 20],
+                                        "mrope_interleaved": True}},
+    "vision_config": {"depth": 27, "hidden_size": 1152, "intermediate_size": 4304, "num_heads": 16,
+                      "out_hidden_size": 4096, "patch_size": 16, "spatial_merge_size": 2, "temporal_patch_size": 2,
+                      "num_position_embeddings": 2304, "deepstack_visual_indexes": [8, 16, 24]},
+    "tie_word_embeddings": False,
+}
+
+
+class Qwen3_VL(Family):
+    name = "Qwen3-VL"
+    model_types = ("qwen3_vl",)
+    factor = 32
+    min_pixels, max_pixels = 65536, 16777216
+    coordinates = "relative"
+    lora_targets = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+    known = {"Qwen/Qwen3-VL-8B-Instruct": QWEN3_VL_8B}
+    config_class = "Qwen3VLConfig"
+    model_class = "Qwen3VLForConditionalGeneration"
+    special_tokens = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>",
+                      "<|box_start|>", "<|box_end|>", "<|quad_start|>", "<|quad_end|>", "<|vision_start|>",
+                      "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>"]
+    added_tokens = ["<tool_call>", "</tool_call>", "<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>",
+                    "<|fim_pad|>", "<|repo_name|>", "<|file_sep|>", "<tool_response>", "</tool_response>",
+                    "<think>", "</think>"]
+
+    def chat_template(self) -> str:
+        from trl.chat_template_utils import qwen3_vl_chat_template
+
+        return qwen3_vl_chat_template
+
+    def tiny_config(self, tokenizer, c: dict):
+        ids = tokenizer.convert_tokens_to_ids
+        head_dim = c["hidden_size"] // c["num_attention_heads"]
+        section = [head_dim // 2 - 2 * (head_dim // 6), head_dim // 6, head_dim // 6]  # sums to head_dim / 2
+        return self.config(
+            text_config={
+                "vocab_size": len(tokenizer),
+                "hidden_size": c["hidden_size"],
+                "intermediate_size": c["intermediate_size"],
+                "num_hidden_layers": c["num_hidden_layers"],
+                "num_attention_heads": c["num_attention_heads"],
+                "num_key_value_heads": c["num_key_value_heads"],
+                "head_dim": head_dim,
+                "max_position_embeddings": c["max_position_embeddings"],
+                "rope_parameters": {"rope_type": "default", "rope_theta": c["rope_theta"], "mrope_section": section,
+                                    "mrope_interleaved": True},
+                "bos_token_id": ids("<|endoftext|>"),
+                "eos_token_id": ids("<|im_end|>"),
+                "pad_token_id": ids("<|endoftext|>"),
+            },
+            vision_config={
+                "depth": c["vision_depth"],
+                "hidden_size": c["vision_hidden_size"],
+                "num_heads": c["vision_heads"],
+                "intermediate_size": c["vision_intermediate_size"],
+                "out_hidden_size": c["hidden_size"],
+                "patch_size": 16,
+                "spatial_merge_size": 2,
+                "temporal_patch_size": 2,
+                "num_position_embeddings": 256,  # a 16 x 16 grid, interpolated to any image
+                "deepstack_visual_indexes": [0],
+            },
+            image_token_id=ids("<|image_pad|>"),
+            video_token_id=ids("<|video_pad|>"),
+            vision_start_token_id=ids("<|vision_start|>"),
+            vision_end_token_id=ids("<|vision_end|>"),
+            tie_word_embeddings=False,
+        )
+
+    def tiny_processor(self, tokenizer, min_pixels: int, max_pixels: int):
+        from transformers import Qwen2VLImageProcessor, Qwen3VLProcessor, Qwen3VLVideoProcessor
+
+        image_processor = Qwen2VLImageProcessor(size={"shortest_edge": min_pixels, "longest_edge": max_pixels},
+                                                patch_size=16, merge_size=2, image_mean=[0.5] * 3,
+                                                image_std=[0.5] * 3)
+        return Qwen3VLProcessor(image_processor=image_processor, tokenizer=tokenizer,
+                                video_processor=Qwen3VLVideoProcessor(), chat_template=self.chat_template())
+
+
+FAMILY = Qwen3_VL()
