@@ -32,6 +32,13 @@ def tiny_policy_dir(_offline_cache):
 
 
 @pytest.fixture(scope="session")
+def tiny_qwen3_vl_dir(_offline_cache):
+    from omnidrive_r1.toy.tiny import build_tiny_policy
+
+    return build_tiny_policy(seed=0, family="qwen3_vl")
+
+
+@pytest.fixture(scope="session")
 def tiny_clip_dir(_offline_cache):
     from omnidrive_r1.toy.tiny import build_tiny_clip
 

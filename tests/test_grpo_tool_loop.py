@@ -1,7 +1,8 @@
-"""The zoom tool inside TRL's GRPOTrainer multi-turn loop, with the tiny policy on CPU.
+"""The zoom tool inside TRL's GRPOTrainer multi-turn loop, with the tiny policy of each model family on CPU.
 
 `generate` is scripted (a random tiny model writes no tool calls): in every batch one rollout zooms and
-then answers, the other answers at once. Two optimizer steps run for real.
+then answers, the other answers at once. Two optimizer steps run for real. The zoom box is written in the
+family's convention: pixels of the 560x210 image the tiny Qwen2.5-VL sees, thousandths of the image for Qwen3-VL.
 """
 
 import pytest
@@ -11,8 +12,12 @@ from PIL import Image, ImageDraw
 
 pytestmark = pytest.mark.slow
 
-ZOOM_TURN = ('<think>The light is too small to read.</think>\n<tool_call>\n{"name": "image_zoom_in_tool", '
-             '"arguments": {"bbox_2d": [250, 70, 300, 120], "label": "traffic light"}}\n</tool_call>')
+BOXES = {"qwen2_5_vl": [250, 70, 300, 120], "qwen3_vl": [450, 380, 550, 560]}  # both around the lamp at x 1193
+
+
+def zoom_turn(box) -> str:
+    return ('<think>The light is too small to read.</think>\n<tool_call>\n{"name": "image_zoom_in_tool", '
+            f'"arguments": {{"bbox_2d": {box}, "label": "traffic light"}}}}\n</tool_call>')
 ANSWER_TURN = "<think>The lamp is red.</think><answer>B) The light is red.</answer>"
 
 
@@ -24,7 +29,7 @@ def _frame():
     return img
 
 
-def _scripted_generate(tokenizer, calls):
+def _scripted_generate(tokenizer, calls, zoom):
     """A stand-in for `model.generate`: first turns alternate zoom / direct answer by batch position;
     turns after a tool response answer."""
 
@@ -33,8 +38,8 @@ def _scripted_generate(tokenizer, calls):
         for row, (ids, mask) in enumerate(zip(input_ids, attention_mask)):
             prompt = tokenizer.decode(ids[mask.bool()])
             after_tool = prompt.rstrip().endswith("assistant") and "<tool_response>" in prompt
-            text = ANSWER_TURN if after_tool or row % 2 else ZOOM_TURN
-            calls.append("zoom" if text is ZOOM_TURN else "answer")
+            text = ANSWER_TURN if after_tool or row % 2 else zoom
+            calls.append("zoom" if text is zoom else "answer")
             outs.append(tokenizer(text + "<|im_end|>", add_special_tokens=False)["input_ids"])
         width = max(map(len, outs))
         pad = tokenizer.pad_token_id
@@ -44,21 +49,24 @@ def _scripted_generate(tokenizer, calls):
     return generate
 
 
-def test_zoom_rollout_trains_two_steps_with_the_crop_in_pixel_values(tiny_policy_dir, tmp_path):
-    from transformers import Qwen2_5_VLForConditionalGeneration
+@pytest.mark.parametrize("family", ["qwen2_5_vl", "qwen3_vl"])
+def test_zoom_rollout_trains_two_steps_with_the_crop_in_pixel_values(family, request, tmp_path):
+    from transformers import AutoModelForImageTextToText
     from trl import GRPOConfig, GRPOTrainer
 
     from omnidrive_r1.data.loaders import conversation
-    from omnidrive_r1.policies import build_processor
+    from omnidrive_r1.policies import build_processor, family_of, pixel_limits
     from omnidrive_r1.tools import environment_factory
     from omnidrive_r1.tools.zoom_in import ZoomInTool
-    from omnidrive_r1.toy.tiny import TINY_MAX_PIXELS, TINY_MIN_PIXELS
 
-    processor = build_processor(tiny_policy_dir)
+    policy_dir = request.getfixturevalue("tiny_qwen3_vl_dir" if family == "qwen3_vl" else "tiny_policy_dir")
+    processor = build_processor(policy_dir)
+    fam = family_of(processor)
+    assert fam.model_types[0] == family
     tok = processor.tokenizer
-    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(tiny_policy_dir)
+    model = AutoModelForImageTextToText.from_pretrained(policy_dir)
     generated = []
-    model.generate = _scripted_generate(tok, generated)
+    model.generate = _scripted_generate(tok, generated, zoom_turn(BOXES[family]))
 
     forwards = []
 
@@ -73,7 +81,7 @@ def test_zoom_rollout_trains_two_steps_with_the_crop_in_pixel_values(tiny_policy
 
     model.register_forward_pre_hook(spy, with_kwargs=True)
 
-    rows = [{"prompt": conversation("What colour is the traffic light ahead? A) Green B) Red"),
+    rows = [{"prompt": conversation("What colour is the traffic light ahead? A) Green B) Red", fam.system_prompt()),
              "image": _frame(), "answer": "B) The light is red."} for _ in range(4)]
     dataset = Dataset.from_list(rows)
 
@@ -85,8 +93,9 @@ def test_zoom_rollout_trains_two_steps_with_the_crop_in_pixel_values(tiny_policy
         max_completion_length=256, learning_rate=1e-3, logging_steps=1, report_to=[], save_strategy="no",
         use_cpu=True, bf16=False, beta=0.0, max_tool_calling_iterations=2, seed=0, shuffle_dataset=False,
     )
-    factory = environment_factory([{"name": "zoom_in", "min_pixels": TINY_MIN_PIXELS,
-                                    "max_pixels": TINY_MAX_PIXELS}])
+    min_pixels, max_pixels = pixel_limits(processor)
+    factory = environment_factory([{"name": "zoom_in", "min_pixels": min_pixels, "max_pixels": max_pixels,
+                                    **fam.zoom_options()}])
     trainer = GRPOTrainer(model=model, reward_funcs=zoomed_reward, args=args, train_dataset=dataset,
                           processing_class=processor, environment_factory=factory)
     captured = []

@@ -188,10 +188,12 @@ def _launch(args, **kw):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("zero", ["zero2", "zero3"])
-def test_two_grpo_steps_under_deepspeed_on_two_cpu_processes(zero, toydrive_dir, tiny_policy_dir, tmp_path, tiny):
+@pytest.mark.parametrize("zero, family", [("zero2", "qwen2_5_vl"), ("zero3", "qwen2_5_vl"), ("zero3", "qwen3_vl")])
+def test_two_grpo_steps_under_deepspeed_on_two_cpu_processes(zero, family, toydrive_dir, tmp_path, tiny, request):
     accelerate = Path(sys.executable).parent / "accelerate"
     out = tmp_path / zero
+    tiny_policy_dir = request.getfixturevalue("tiny_qwen3_vl_dir" if family == "qwen3_vl" else "tiny_policy_dir")
+    tiny = [*tiny, f"model_name_or_path={tiny_policy_dir}"]
     proc = _launch([str(accelerate), "launch", "--config_file", f"recipes/accelerate/{zero}.yaml",
                     "--num_processes", "2", "--mixed_precision", "no", "-m", "omnidrive_r1.cli", "train",
                     str(TOY1), *_data_overrides(toydrive_dir), *tiny, "max_steps=2", "save_strategy=no",

@@ -65,6 +65,7 @@ def _snapshot_after_each_step(snapshots: dict):
 
 def _toy_trainer(trainer_cls, toydrive_dir, tiny_models, tmp_path, callbacks=()):
     from omnidrive_r1.config import parse_recipe
+    from omnidrive_r1.policies import family_of
     from omnidrive_r1.rewards import build_rewards
     from omnidrive_r1.tools import environment_factory
     from omnidrive_r1.train import load_data, load_policy, zoom_tool_specs
@@ -86,7 +87,7 @@ def _toy_trainer(trainer_cls, toydrive_dir, tiny_models, tmp_path, callbacks=())
     return trainer_cls(
         model=model, reward_funcs=[spread, funcs[0]], args=grpo, train_dataset=load_data(recipe, tmp_path),
         processing_class=processor, callbacks=list(callbacks),
-        environment_factory=environment_factory(zoom_tool_specs(recipe)))  # the recipe's tool, crop bound included
+        environment_factory=environment_factory(zoom_tool_specs(recipe, family_of(model.config))))  # the recipe's tool
 
 
 def test_trl_weight_sync_breaks_on_packed_cpu_kernels(packed_cpu_kernels, toydrive_dir, tiny_models, tmp_path):
@@ -189,9 +190,11 @@ def test_two_grpo_steps_with_vllm_rollouts_a_tool_call_and_synced_weights(toydri
     assert stale_gap > 100, "the first step did not move the weights enough to tell a sync from none"
 
 
-def test_hf_and_vllm_see_the_same_image_tokens_and_prompt_ids(tiny_policy_dir, tmp_path, monkeypatch):
+@pytest.mark.parametrize("family", ["qwen2_5_vl", "qwen3_vl"])
+def test_hf_and_vllm_see_the_same_image_tokens_and_prompt_ids(family, request, tmp_path, monkeypatch):
     """Two images of different sizes in one prompt (the zoom case), with a recipe resolution that differs from
-    the checkpoint's: the directory handed to vLLM makes it expand each image exactly as the trainer does."""
+    the checkpoint's: the directory handed to vLLM makes it expand each image exactly as the trainer does. For
+    every model family (tiny Qwen2.5-VL and tiny Qwen3-VL)."""
     from PIL import Image
     from transformers import AutoProcessor
     from vllm import LLM, SamplingParams
@@ -201,8 +204,12 @@ def test_hf_and_vllm_see_the_same_image_tokens_and_prompt_ids(tiny_policy_dir, t
     from omnidrive_r1.train import vllm_model_dir
     from omnidrive_r1.trainer import image_token_runs
 
+    from omnidrive_r1.policies import get
+
+    tiny_policy_dir = request.getfixturevalue("tiny_qwen3_vl_dir" if family == "qwen3_vl" else "tiny_policy_dir")
     monkeypatch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-    recipe_min, recipe_max = 3136, 50176  # the tiny checkpoint says 6272 / 125440
+    f = get(family).factor
+    recipe_min, recipe_max = 4 * f * f, 64 * f * f  # the tiny checkpoints say 16 and 160 tokens
     processor = build_processor(tiny_policy_dir, min_pixels=recipe_min, max_pixels=recipe_max)
     messages = conversation("Which lamp is lit?")
     messages[-1]["content"] = [{"type": "image"}, {"type": "text", "text": messages[-1]["content"]}]
