@@ -200,11 +200,9 @@ def test_hf_and_vllm_see_the_same_image_tokens_and_prompt_ids(family, request, t
     from vllm import LLM, SamplingParams
 
     from omnidrive_r1.data.loaders import conversation
-    from omnidrive_r1.policies import build_processor
+    from omnidrive_r1.policies import build_processor, get
     from omnidrive_r1.train import vllm_model_dir
     from omnidrive_r1.trainer import image_token_runs
-
-    from omnidrive_r1.policies import get
 
     tiny_policy_dir = request.getfixturevalue("tiny_qwen3_vl_dir" if family == "qwen3_vl" else "tiny_policy_dir")
     monkeypatch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
