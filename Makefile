@@ -9,8 +9,9 @@ PRESET ?= toy
 ZERO ?= zero3
 ARGS ?=
 NGPU := $(shell nvidia-smi -L 2>/dev/null | grep -c GPU)
-# the toy preset runs in one CPU process; GPU presets go through accelerate + DeepSpeed, one process per GPU
-ifeq ($(PRESET),toy)
+# the toy presets (toy, toy_qwen3_vl) run in one CPU process; GPU presets go through accelerate + DeepSpeed,
+# one process per GPU
+ifneq ($(filter toy toy_%,$(PRESET)),)
 LAUNCH := $(VENV)/bin/omnidrive-r1
 else
 LAUNCH := $(VENV)/bin/accelerate launch --config_file recipes/accelerate/$(ZERO).yaml --num_processes $(or $(filter-out 0,$(NGPU)),1) -m omnidrive_r1.cli

@@ -88,7 +88,7 @@ def cmd_models_toy_base(args) -> int:
     from omnidrive_r1.toy.models import ensure_toy_models
 
     try:
-        out = ensure_toy_models(args.out, seed=args.seed)
+        out = ensure_toy_models(args.out, seed=args.seed, family=args.family)
     except FileExistsError as e:
         raise UserError(f"--out: {e}") from None
     build = json.loads((out / "build.json").read_text()) if (out / "build.json").exists() else {}
@@ -404,6 +404,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "toy base policy (TRL SFT on toydrive tool-use trajectories with imperfect zoom boxes) and write "
                     "them to OUT/policy and OUT/clip. Cached in $OMNIDRIVE_CACHE: minutes the first time, then a copy.")
     b.add_argument("--out", default="outputs/toy/base", help="output folder (default outputs/toy/base)")
+    b.add_argument("--family", choices=family_names(), help="the policy's model_type (default: the default "
+                                                            "family's; qwen3_vl: recipes/toy_qwen3_vl)")
     b.add_argument("--seed", type=int, default=0, help="seed of every random choice (default 0)")
     b.set_defaults(func=cmd_models_toy_base)
     v = msub.add_parser(

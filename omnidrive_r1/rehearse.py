@@ -1,7 +1,8 @@
-"""`make rehearse`: the paper recipes (`recipes/omnidrive_r1/`) launched exactly as on a GPU node, on CPU.
+"""`make rehearse`: the paper recipes (`recipes/omnidrive_r1/`, and `recipes/qwen3_vl/` for the Qwen3-VL
+configuration) launched exactly as on a GPU node, on CPU.
 
-What a CPU cannot do is the only thing changed (`CPU_OVERRIDES`, `SIZES`): the model is the tiny Qwen2.5-VL and
-the tiny CLIP, float32 instead of bf16, toydrive data in the DeepEyes and DriveLMM-o1 formats, no GPU
+What a CPU cannot do is the only thing changed (`CPU_OVERRIDES`, `SIZES`): the model is the tiny policy of the
+recipe's family (docs/families.md) and the tiny CLIP, float32 instead of bf16, toydrive data in the DeepEyes and DriveLMM-o1 formats, no GPU
 requirement, a few steps of small batches, two processes. Everything else comes from the recipes and
 `recipes/accelerate/`: accelerate with DeepSpeed ZeRO-3 and ZeRO-2, gradient checkpointing, LoRA on and off,
 vLLM colocated on every rank (from `.venv-vllm`, where vLLM's CPU build lives), stage 2 starting from stage 1's
@@ -24,7 +25,7 @@ import sys
 import time
 from pathlib import Path
 
-RECIPES = Path("recipes/omnidrive_r1")
+RECIPES = Path("recipes")
 # what a CPU cannot do: a GPU, bf16, flash attention, mixed precision in accelerate's config
 CPU_OVERRIDES = ["require_gpu=false", "dtype=float32", "bf16=false", "use_cpu=true", "attn_implementation=sdpa"]
 # sizes: two steps of two prompts, completions that hold one zoom at the toy resolution (the frames are toy sized)
@@ -42,13 +43,17 @@ class Rehearsal:
     zero: str  # recipes/accelerate/<zero>.yaml
     lora: bool
     vllm: bool
+    preset: str = "omnidrive_r1"  # recipes/<preset>/stage{1,2}.yaml
+    family: str | None = None  # the tiny policy's model_type (None: the default family's)
 
 
-# ZeRO-3 and ZeRO-2, each with LoRA on and off, vLLM colocated with both ZeRO stages and both LoRA settings
+# ZeRO-3 and ZeRO-2, each with LoRA on and off, vLLM colocated with both ZeRO stages and both LoRA settings; the
+# Qwen3-VL recipes with the configuration that exercises the most at once
 RUNS = [Rehearsal("zero3-lora-vllm", "zero3", lora=True, vllm=True),
         Rehearsal("zero3", "zero3", lora=False, vllm=False),
         Rehearsal("zero2-vllm", "zero2", lora=False, vllm=True),
-        Rehearsal("zero2-lora", "zero2", lora=True, vllm=False)]
+        Rehearsal("zero2-lora", "zero2", lora=True, vllm=False),
+        Rehearsal("qwen3-vl-zero3-lora-vllm", "zero3", lora=True, vllm=True, preset="qwen3_vl", family="qwen3_vl")]
 
 
 class RehearsalError(RuntimeError):
@@ -65,15 +70,20 @@ def vllm_python() -> Path | None:
     return candidate if candidate.exists() else None
 
 
-def prepare(out: Path) -> tuple[Path, Path]:
+def policy_dir(models: Path, run: Rehearsal) -> Path:
+    return models / ("policy" if run.family is None else f"policy-{run.family}")
+
+
+def prepare(out: Path, runs: list[Rehearsal] = RUNS) -> tuple[Path, Path]:
     """The tiny models and toydrive data, built once before any launch: under ZeRO-3 a model built from
     scratch inside the launched processes would be partitioned while it is being created."""
     from omnidrive_r1.toy.tiny import build_tiny_clip, build_tiny_policy
     from omnidrive_r1.toy.toydrive import ensure_toydrive
 
     models = out / "models"
-    if not (models / "policy" / "config.json").exists():
-        build_tiny_policy(0, models / "policy")
+    for run in runs:
+        if not (policy_dir(models, run) / "config.json").exists():
+            build_tiny_policy(0, policy_dir(models, run), family=run.family)
     if not (models / "clip").exists():
         build_tiny_clip(0, models / "clip")
     return models, ensure_toydrive(out / "toydrive", frames=8, seed=3)
@@ -88,11 +98,11 @@ def command(python: Path, run: Rehearsal, stage: int, models: Path, data: Path, 
     accelerate = python.parent / "accelerate"
     args = [str(accelerate), "launch", "--config_file", f"recipes/accelerate/{run.zero}.yaml",
             "--num_processes", str(PROCESSES), "--mixed_precision", "no", "-m", "omnidrive_r1.cli",
-            "train", str(RECIPES / f"stage{stage}.yaml"), *CPU_OVERRIDES, *SIZES,
+            "train", str(RECIPES / run.preset / f"stage{stage}.yaml"), *CPU_OVERRIDES, *SIZES,
             f"output_dir={stage_dir(out, run, stage)}", "overwrite_output_dir=true",
             f"rewards.2.model_name=local-dir:{models / 'clip'}", f"use_vllm={str(run.vllm).lower()}"]
     if stage == 1:
-        args += [f"model_name_or_path={models / 'policy'}", f"data.path={data / 'deepeyes' / 'train.parquet'}"]
+        args += [f"model_name_or_path={policy_dir(models, run)}", f"data.path={data / 'deepeyes' / 'train.parquet'}"]
     else:
         final1 = stage_dir(out, run, 1) / "final"
         args += [f"init_from={final1}", f"model_name_or_path={final1}",
@@ -148,7 +158,7 @@ def check_log(text: str, run: Rehearsal, stage: int, init: Path | None) -> list[
 
 def rehearse(runs: list[Rehearsal], out: Path) -> dict:
     started = time.time()
-    models, data = prepare(out)
+    models, data = prepare(out, runs)
     vllm = vllm_python()
     results = {}
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1"),

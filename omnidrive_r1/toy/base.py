@@ -29,10 +29,6 @@ from omnidrive_r1.toy.toydrive import (
     SHOW_OPTIONS,
     SHOWS,
     SLOTS,
-    TOY_FACTOR,
-    TOY_MAX_CROP_PIXELS,
-    TOY_MAX_PIXELS,
-    TOY_MIN_PIXELS,
     Board,
     draw_board,
     questions,
@@ -40,6 +36,7 @@ from omnidrive_r1.toy.toydrive import (
     sample_boards,
     slot_boxes,
     stage1_question,
+    toy_pixels,
 )
 
 log = logging.getLogger(__name__)
@@ -179,9 +176,28 @@ def clip_retrieval(model, preprocess, tokenizer, seed: int, frames: int = 30) ->
 
 # ----------------------------------------------------------------------------------------- toy base policy
 
-def _box(kind: str, board: Board, other: Board, rng: random.Random, size: tuple[int, int]) -> list[int]:
-    """A zoom box in the policy's pixels for a `size` frame (`slot_boxes`: one grid cell, or 4x4 cells around it)."""
-    boxes = slot_boxes(size)
+def _family(family=None):
+    """A model family (`omnidrive_r1/policies/`): the one named (a model_type), or the default family."""
+    from omnidrive_r1 import policies
+
+    if family is None:
+        return policies.default()
+    return policies.get(family) if isinstance(family, str) else family
+
+
+def _zoom_tool(family, crop_bound: bool = True):
+    """The zoom tool as the toy recipes configure it, in the family's geometry."""
+    from omnidrive_r1.tools.zoom_in import ZoomInTool
+
+    lo, hi, crop = toy_pixels(family)
+    return ZoomInTool(min_pixels=lo, max_pixels=hi, max_crop_pixels=crop if crop_bound else None,
+                      **family.zoom_options())
+
+
+def _box(kind: str, board: Board, other: Board, rng: random.Random, size: tuple[int, int], family=None) -> list[int]:
+    """A zoom box as the family's policy writes it for a `size` frame (`slot_boxes`: one grid cell, or 4x4 cells
+    around it)."""
+    boxes = slot_boxes(size, _family(family))
     if kind == "off_target":  # the slot of another camera (often the other board's)
         camera = other.camera if rng.random() < 0.4 else rng.choice([c for c in SLOTS if c != board.camera])
         return boxes[camera]["on_target"]
@@ -204,25 +220,26 @@ def _zoom_turn(box: list[int], label: str) -> dict:
                                                               "arguments": {"bbox_2d": box, "label": label}}}]}
 
 
-def _system_with_tools(processor) -> str:
+def _system_with_tools(processor, family=None) -> str:
     """The system turn exactly as the chat template renders it with the zoom tool declared (TRL's SFT collator
     renders without a `tools` argument, so the tool block is carried in the system text)."""
-    from omnidrive_r1.prompts import SYSTEM_PROMPT
-    from omnidrive_r1.tools.zoom_in import ZoomInTool
-
-    text = processor.apply_chat_template([{"role": "system", "content": SYSTEM_PROMPT}],
-                                         tools=[ZoomInTool.image_zoom_in_tool], tokenize=False)
+    family = _family(family)
+    tool = type(_zoom_tool(family))
+    text = processor.apply_chat_template([{"role": "system", "content": family.system_prompt()}],
+                                         tools=[tool.image_zoom_in_tool], tokenize=False)
     return text.split("<|im_start|>system\n", 1)[1].rsplit("<|im_end|>", 1)[0]
 
 
-def as_seen(frame, min_pixels: int = TOY_MIN_PIXELS, max_pixels: int = TOY_MAX_PIXELS):
+def as_seen(frame, family=None):
     """The frame resized to the policy's view exactly as the image processor resizes it (same pixels, tested),
     so the SFT collator's processor has nothing left to do: it was most of a step's time."""
     import torchvision.transforms.v2.functional as F
 
     from omnidrive_r1.vision import model_size
 
-    w, h = model_size(*frame.size, min_pixels=min_pixels, max_pixels=max_pixels, factor=TOY_FACTOR)
+    family = _family(family)
+    lo, hi, _ = toy_pixels(family)
+    w, h = model_size(*frame.size, min_pixels=lo, max_pixels=hi, factor=family.factor)
     small = F.resize(F.pil_to_tensor(frame), [h, w], interpolation=F.InterpolationMode.BICUBIC, antialias=True)
     return F.to_pil_image(small)
 
@@ -241,26 +258,24 @@ def _final_turn(kind: str, board: Board, answer: str, rng: random.Random) -> dic
     return {"role": "assistant", "content": _text(f"<think>{think}</think><answer>{answer}</answer>")}
 
 
-def protocol_examples(processor, seed: int, frames: int, reading_only: bool = False) -> list[dict]:
+def protocol_examples(processor, seed: int, frames: int, reading_only: bool = False, family=None) -> list[dict]:
     """iMCoT trajectories as prompt-completion pairs, one per assistant turn, so that where the base zooms and
     what it does with the crop it gets are two separate mixes: the first turn's box follows `BOX_MIX`; the last
     turn follows the crop of a `READ_MIX` box. Crops and replies come from the real zoom tool, so they are
     exactly what RL sees. `reading_only`: only last turns after an on-target zoom (reading a crop deep in the
     conversation needs far more examples than the mix holds: `docs/toy.md`)."""
-    from omnidrive_r1.prompts import SYSTEM_PROMPT
-    from omnidrive_r1.tools.zoom_in import ZoomInTool
-
+    family = _family(family)
     rng = random.Random(seed)
-    system = _system_with_tools(processor)
+    system = _system_with_tools(processor, family)
     box_kinds, box_weights = zip(*BOX_MIX.items())
     read_kinds, read_weights = zip(*(READ_MIX.items() if not reading_only else [("on_target", 1.0)]))
     examples = []
     for boards, frame in _frames(seed ^ 0x4EAD if reading_only else seed, frames):
-        seen = as_seen(frame)
+        seen = as_seen(frame, family)
         for board, question, answer in rng.sample(_question_rows(boards), 2):
             other = boards[1] if board is boards[0] else boards[0]
             offered = reading_only or rng.random() >= NO_TOOL_SHARE
-            prompt = [{"role": "system", "content": _text(system if offered else SYSTEM_PROMPT)},
+            prompt = [{"role": "system", "content": _text(system if offered else family.system_prompt())},
                       {"role": "user", "content": [{"type": "image"}, *_text(question)]}]
             kind = rng.choices(box_kinds, box_weights)[0] if offered else "no_zoom"
             label = f"{board.colour} board"
@@ -270,11 +285,10 @@ def protocol_examples(processor, seed: int, frames: int, reading_only: bool = Fa
                 continue
             if not reading_only:
                 examples.append({"prompt": prompt, "images": [seen],
-                                 "completion": [_zoom_turn(_box(kind, board, other, rng, frame.size), label)]})
+                                 "completion": [_zoom_turn(_box(kind, board, other, rng, frame.size, family), label)]})
             kind = rng.choices(read_kinds, read_weights)[0]
-            box = _box(kind, board, other, rng, frame.size)
-            tool = ZoomInTool(min_pixels=TOY_MIN_PIXELS, max_pixels=TOY_MAX_PIXELS, factor=TOY_FACTOR,
-                              max_crop_pixels=TOY_MAX_CROP_PIXELS)
+            box = _box(kind, board, other, rng, frame.size, family)
+            tool = _zoom_tool(family)
             tool.reset(image=frame)
             reply = tool.image_zoom_in_tool(bbox_2d=box, label=label)
             prompt = [*prompt, _zoom_turn(box, label),
@@ -297,18 +311,17 @@ def _guess(answer: str, rng: random.Random) -> str:
     return meaning  # a stage-1 short answer
 
 
-def reading_examples(seed: int, n: int) -> list[dict]:
+def reading_examples(seed: int, n: int, family=None) -> list[dict]:
     """Short conversations that teach reading a board from the crop the zoom tool returns: the answer is the
     sentence the protocol writes after a zoom. Short, so a few hundred steps take seconds."""
-    from omnidrive_r1.tools.zoom_in import ZoomInTool
-
+    family = _family(family)
     examples = []
     rng = random.Random(seed)
     for boards, frame in _frames(seed ^ 0xC0DE, n):
         board = boards[rng.randrange(2)]
-        tool = ZoomInTool(min_pixels=TOY_MIN_PIXELS, max_pixels=TOY_MAX_PIXELS, factor=TOY_FACTOR)
+        tool = _zoom_tool(family, crop_bound=False)
         tool.reset(image=frame)
-        crop = tool.image_zoom_in_tool(bbox_2d=_box("on_target", board, board, rng, frame.size),
+        crop = tool.image_zoom_in_tool(bbox_2d=_box("on_target", board, board, rng, frame.size, family),
                                        label="board")[0]["image"]
         examples.append({"messages": [
             {"role": "user", "content": [{"type": "image"}, *_text("What do the board's stripes look like?")]},
@@ -317,12 +330,12 @@ def reading_examples(seed: int, n: int) -> list[dict]:
     return examples
 
 
-def pointing_examples(processor, seed: int, n: int) -> list[dict]:
+def pointing_examples(processor, seed: int, n: int, family=None) -> list[dict]:
     """Text-only first turns: the question, then the zoom opening and a tool call with a `BOX_MIX` box (no
     image, no crop). Where a named camera's board is, is a fact of the text; learnt here in short sequences, it
     took a few hundred cheap steps, where whole trajectories had left the box at chance after 700 (docs/toy.md)."""
     rng = random.Random(seed ^ 0x9011)
-    system = _system_with_tools(processor)
+    system = _system_with_tools(processor, family)
     kinds, weights = zip(*[(k, w) for k, w in BOX_MIX.items() if k != "no_zoom"])
     size = (3 * CAMERA_SIZE[0], 2 * CAMERA_SIZE[1])
     examples = []
@@ -330,7 +343,7 @@ def pointing_examples(processor, seed: int, n: int) -> list[dict]:
         boards = sample_boards(rng)
         board, question, _ = rng.choice(_question_rows(boards))
         other = boards[1] if board is boards[0] else boards[0]
-        box = _box(rng.choices(kinds, weights)[0], board, other, rng, size)
+        box = _box(rng.choices(kinds, weights)[0], board, other, rng, size, family)
         examples.append({"messages": [{"role": "system", "content": _text(system)},
                                       {"role": "user", "content": _text(question)},
                                       _zoom_turn(box, f"{board.colour} board")]})
@@ -369,7 +382,7 @@ READING_GATE = 0.9
 PROTOCOL_ATTEMPTS = 4
 
 
-def reading_check(model, processor, seed: int, frames: int = 24) -> dict:
+def reading_check(model, processor, seed: int, frames: int = 24, family=None) -> dict:
     """Teacher-forced, on held-out frames (a seed stream no phase trains on): after the system prompt, the frame,
     the question, an on-target zoom and the crop it returns, is the true reading the most likely of the three?
     About 40 conversations, a few seconds. Returns the accuracy and the confusion (`truth->read`: count)."""
@@ -378,7 +391,7 @@ def reading_check(model, processor, seed: int, frames: int = 24) -> dict:
     was_training = model.training
     model.eval()
     hits, confusion = 0, {}
-    examples = [ex for ex in protocol_examples(processor, seed + 0x5EED, frames, reading_only=True)
+    examples = [ex for ex in protocol_examples(processor, seed + 0x5EED, frames, reading_only=True, family=family)
                 if len(ex["images"]) == 2 and "cannot" not in ex["completion"][0]["content"][0]["text"]]
     with torch.no_grad():
         for ex in examples:
@@ -403,7 +416,7 @@ def reading_check(model, processor, seed: int, frames: int = 24) -> dict:
 
 
 def train_policy(out: Path, seed: int, steps: dict | None = None, batch_size: int = 8, lr: float = 3e-3,
-                 attempts: int = PROTOCOL_ATTEMPTS) -> dict:
+                 attempts: int = PROTOCOL_ATTEMPTS, family: str | None = None) -> dict:
     """The tiny policy (with `TOY_BASE_OVERRIDES`), fine-tuned with TRL's SFTTrainer on assistant tokens only, in
     four phases (`PHASE_STEPS`): reading a crop alone; reading it after the frame and the question; pointing at
     a named camera's board (text only); then the protocol's turns with `BOX_MIX` and `READ_MIX`. Every example
@@ -419,13 +432,16 @@ def train_policy(out: Path, seed: int, steps: dict | None = None, batch_size: in
     from omnidrive_r1.toy.tiny import build_tiny_policy
 
     steps = {**PHASE_STEPS, **(steps or {})}
-    start = build_tiny_policy(seed, **TOY_BASE_OVERRIDES)
-    processor = build_processor(start, min_pixels=TOY_MIN_PIXELS, max_pixels=TOY_MAX_PIXELS)
+    fam = _family(family)
+    start = build_tiny_policy(seed, family=family, **TOY_BASE_OVERRIDES)
+    lo, hi, _ = toy_pixels(fam)
+    processor = build_processor(start, min_pixels=lo, max_pixels=hi)
     model = AutoModelForImageTextToText.from_pretrained(start, dtype=torch.float32)
     phases = {  # name: (examples, batch size); two questions per frame, about two examples per question
-        "reading": (lambda n: reading_examples(seed, 16 * n), 16),
-        "context": (lambda n: protocol_examples(processor, seed, batch_size * n // 2, reading_only=True), batch_size),
-        "pointing": (lambda n: pointing_examples(processor, seed, 32 * n), 32),
+        "reading": (lambda n: reading_examples(seed, 16 * n, fam), 16),
+        "context": (lambda n: protocol_examples(processor, seed, batch_size * n // 2, reading_only=True, family=fam),
+                    batch_size),
+        "pointing": (lambda n: pointing_examples(processor, seed, 32 * n, fam), 32),
     }  # then the protocol phase (`_protocol_phase`)
     record = {}
     for name, (examples, batch) in phases.items():
@@ -436,14 +452,15 @@ def train_policy(out: Path, seed: int, steps: dict | None = None, batch_size: in
         record[name] = {"steps": steps[name], "examples": len(dataset),
                         "loss": _sft(model, processor, dataset, seed, steps[name], batch, lr)}
     if steps["protocol"]:
-        record["protocol"] = _protocol_phase(model, processor, seed, steps["protocol"], batch_size, lr, attempts)
+        record["protocol"] = _protocol_phase(model, processor, seed, steps["protocol"], batch_size, lr, attempts, fam)
     model.eval()
     model.save_pretrained(out)
     processor.save_pretrained(out)
     return record
 
 
-def _protocol_phase(model, processor, seed: int, steps: int, batch_size: int, lr: float, attempts: int) -> dict:
+def _protocol_phase(model, processor, seed: int, steps: int, batch_size: int, lr: float, attempts: int,
+                    family=None) -> dict:
     """The protocol phase, checked by `reading_check` and run again from the state before it (frames of another
     seed each time) until the check passes `READING_GATE`; the best attempt is kept. Returns its record."""
     import copy
@@ -457,9 +474,9 @@ def _protocol_phase(model, processor, seed: int, steps: int, batch_size: int, lr
         if attempt:
             model.load_state_dict(before)
         log.info(f"toy base policy, protocol phase (attempt {attempt + 1} of {attempts}): {steps} steps of {batch_size}")
-        dataset = Dataset.from_list(protocol_examples(processor, data_seed, batch_size * steps // 4 + 1))
+        dataset = Dataset.from_list(protocol_examples(processor, data_seed, batch_size * steps // 4 + 1, family=family))
         loss = _sft(model, processor, dataset, data_seed, steps, batch_size, lr)
-        check = reading_check(model, processor, seed)
+        check = reading_check(model, processor, seed, family=family)
         tries.append({"data_seed": data_seed, "examples": len(dataset), "loss": loss, "reading_check": check})
         log.info(f"toy base policy: reading in context {check['accuracy']:.2f} after the protocol phase "
                  f"(gate {READING_GATE}) {check['confusion']}")
@@ -477,25 +494,30 @@ def _protocol_phase(model, processor, seed: int, steps: int, batch_size: int, lr
 
 
 def toy_base_key(seed: int = 0, steps: dict | None = None, clip_steps: int = 300,
-                 attempts: int = PROTOCOL_ATTEMPTS) -> str:
-    """The content key of a toy base build: everything the bytes depend on."""
+                 attempts: int = PROTOCOL_ATTEMPTS, family: str | None = None) -> str:
+    """The content key of a toy base build: everything the bytes depend on (the default family's keys are those
+    of builds before there were families)."""
     from omnidrive_r1.cache import content_key
     from omnidrive_r1.policies import default
     from omnidrive_r1.toy.tiny import TINY_POLICY_CONFIG
 
+    fam = _family(family)
+    extra = () if fam is default() else (fam.model_types[0], fam.system_prompt())
     return content_key("toy-base-10", seed, {**PHASE_STEPS, **(steps or {})}, clip_steps, BOX_MIX, READ_MIX,
-                       TOY_CLIP_CONFIG, TINY_POLICY_CONFIG, TOY_BASE_OVERRIDES, default().chat_template(),
-                       READING_GATE, attempts)
+                       TOY_CLIP_CONFIG, TINY_POLICY_CONFIG, TOY_BASE_OVERRIDES, fam.chat_template(),
+                       READING_GATE, attempts, *extra)
 
 
 def build_toy_base(out: str | Path | None = None, seed: int = 0, steps: dict | None = None,
-                   clip_steps: int = 300, attempts: int = PROTOCOL_ATTEMPTS) -> Path:
-    """Build (or reuse) the toy CLIP and the toy base policy into `out` (default: the cache). `steps` overrides
-    `PHASE_STEPS` and `attempts` the protocol phase's tries (the tests build a small base that way)."""
+                   clip_steps: int = 300, attempts: int = PROTOCOL_ATTEMPTS, family: str | None = None) -> Path:
+    """Build (or reuse) the toy CLIP and the toy base policy of a model family (a model_type; default: the
+    default family's) into `out` (default: the cache). `steps` overrides `PHASE_STEPS` and `attempts` the protocol
+    phase's tries (the tests build a small base that way)."""
     from omnidrive_r1.cache import build_atomically, cache_root
 
-    key = toy_base_key(seed, steps, clip_steps, attempts)
-    target = Path(out) if out else cache_root() / "models" / f"toy-base-s{seed}-{key}"
+    key = toy_base_key(seed, steps, clip_steps, attempts, family)
+    name = "toy-base" if family is None or _family(family) is _family() else f"toy-base-{family}"
+    target = Path(out) if out else cache_root() / "models" / f"{name}-s{seed}-{key}"
 
     def build(tmp: Path):
         (tmp / "clip").mkdir()
@@ -503,8 +525,9 @@ def build_toy_base(out: str | Path | None = None, seed: int = 0, steps: dict | N
         clip = train_clip(tmp / "clip", seed, clip_steps)
         log.info(f"toy CLIP: held-out caption retrieval {clip['caption_retrieval_accuracy']:.2f} "
                  f"(chance {clip['chance']:.2f})")
-        policy = train_policy(tmp / "policy", seed, steps, attempts=attempts)
+        policy = train_policy(tmp / "policy", seed, steps, attempts=attempts, family=family)
         (tmp / "build.json").write_text(json.dumps({"clip": clip, "policy": policy, "box_mix": BOX_MIX,
-                                                    "read_mix": READ_MIX, "seed": seed}, indent=2))
+                                                    "read_mix": READ_MIX, "seed": seed,
+                                                    "family": _family(family).name}, indent=2))
 
     return build_atomically(target, build, key)

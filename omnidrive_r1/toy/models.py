@@ -10,22 +10,23 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 
-def ensure_toy_models(out: str | Path, seed: int = 0) -> Path:
-    """`out` holding the toy base policy and the toy CLIP; built (minutes, once per machine) or copied from the
-    cache when missing. A folder that holds other files is never written into."""
+def ensure_toy_models(out: str | Path, seed: int = 0, family: str | None = None) -> Path:
+    """`out` holding the toy base policy (of `family`, a model_type; default: the default family's) and the toy
+    CLIP; built (minutes, once per machine) or copied from the cache when missing. A folder that holds other
+    files is never written into."""
     from omnidrive_r1.toy.base import build_toy_base, toy_base_key
 
     out = Path(out)
     marker = out / ".complete"  # copied from the cache with the build's content key
-    if marker.exists() and marker.read_text().strip() != toy_base_key(seed):
+    if marker.exists() and marker.read_text().strip() != toy_base_key(seed, family=family):
         log.warning(f"{out} holds a toy base built by another version of the recipe; replacing it")
         shutil.rmtree(out)
     if (out / "policy" / "config.json").exists() and (out / "clip" / "open_clip_config.json").exists():
-        _save_rollout_settings(out / "policy")  # ours, or a folder of the user's (no marker): used as it is
+        _save_rollout_settings(out / "policy", family)  # ours, or a folder of the user's (no marker): used as it is
         return out
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out} holds files that are not a toy base; choose an empty or new folder")
-    built = build_toy_base(seed=seed)
+    built = build_toy_base(seed=seed, family=family)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -33,17 +34,19 @@ def ensure_toy_models(out: str | Path, seed: int = 0) -> Path:
     if out.exists():
         out.rmdir()
     tmp.rename(out)
-    _save_rollout_settings(out / "policy")
+    _save_rollout_settings(out / "policy", family)
     log.info(f"toy base: {out / 'policy'} and {out / 'clip'}")
     return out
 
 
-def _save_rollout_settings(policy: Path) -> None:
+def _save_rollout_settings(policy: Path, family: str | None = None) -> None:
     """The base was fine-tuned on the toy recipes' rollouts: evaluating it rolls out the same way (the zoom tool
     with the recipes' crop bound, two tool turns, 192 tokens), as a trained stage's `final/` does."""
     from omnidrive_r1.rollout import SETTINGS_FILE, RolloutSettings
-    from omnidrive_r1.toy.toydrive import TOY_MAX_CROP_PIXELS
+    from omnidrive_r1.policies import default, get
+    from omnidrive_r1.toy.toydrive import toy_pixels
 
     if not (policy / SETTINGS_FILE).exists():
-        RolloutSettings(tools=[{"name": "zoom_in", "max_tool_calls": 2, "max_crop_pixels": TOY_MAX_CROP_PIXELS}],
+        crop = toy_pixels(get(family) if family else default())[2]
+        RolloutSettings(tools=[{"name": "zoom_in", "max_tool_calls": 2, "max_crop_pixels": crop}],
                         max_turns=2, max_completion_length=192, temperature=1.0).save(policy)

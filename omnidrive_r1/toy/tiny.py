@@ -53,7 +53,9 @@ _BUILD_VERSION = "6"  # bump when the build recipe changes, so old caches are no
 
 def tiny_pixels(family) -> tuple[int, int]:
     """The tiny policy's (min_pixels, max_pixels): toydrive's resolution in the family's own image tokens."""
-    return 16 * family.factor ** 2, 160 * family.factor ** 2
+    from omnidrive_r1.toy.toydrive import toy_pixels
+
+    return toy_pixels(family)[:2]
 
 
 def _family(name: str | None):
@@ -77,7 +79,7 @@ def tokenizer_corpus(seed: int = 0, frames: int = 256, family: str | None = None
     rng = random.Random(seed)  # boxes in the family's coordinates (on its pixel grid), in random combinations
     value = (lambda: rng.randrange(1001)) if relative else (lambda: fam.factor * rng.randrange(21))
     grid = ['"bbox_2d": [' + ", ".join(str(value()) for _ in range(4)) + "]" for _ in range(400)]
-    slots = [] if relative else [f'"bbox_2d": {box}' for kinds in slot_boxes().values() for box in kinds.values()] * 40
+    slots = [f'"bbox_2d": {box}' for kinds in slot_boxes(family=fam).values() for box in kinds.values()] * 40
     replies = [f"Zoomed view of image 0 ({colour} board), now image 1." for colour in ("yellow", "red")] * 40
     return [*[SYSTEM_PROMPT, schema, fam.chat_template()] * 8, *grid, *slots, *replies,
             *corpus_lines(seed=seed, frames=frames)]
@@ -134,7 +136,7 @@ def tiny_policy_config(tokenizer, family: str | None = None, **overrides):
 def _key(family: str | None, *parts) -> tuple[str, str]:
     """(folder name, content key): the default family's keys are those of builds before there were families."""
     fam = _family(family)
-    extra = () if fam is policies.default() else (fam.model_types[0],)
+    extra = () if fam is policies.default() else (fam.model_types[0], "slot-boxes")  # its corpus has its boxes
     return fam.name.lower(), content_key(*parts, fam.chat_template(), *tiny_pixels(fam), *extra)
 
 

@@ -37,10 +37,18 @@ from omnidrive_r1.vision import model_size
 # The toy world is drawn on the grid of the default family's policy (`omnidrive_r1/policies/`): its resize factor
 # is one grid cell. The toy presets' image resolution (recipes/toy/*.yaml): the 2400x900 stitched frame is seen
 # at 560x196, and crops are shown at no less than 112x112 pixels.
+TOY_TOKENS = (16, 160, 64)  # image tokens: at least, at most, and at most for a crop the zoom tool returns
+
+
+def toy_pixels(family=None) -> tuple[int, int, int]:
+    """(min_pixels, max_pixels, max_crop_pixels) of the toy presets for a model family (default: the default
+    family's): the same image tokens whatever the family's factor, so the frame is seen on the same 20 x 7 grid."""
+    f = (family or default()).factor
+    return tuple(n * f * f for n in TOY_TOKENS)
+
+
 TOY_FACTOR = default().factor
-TOY_MIN_PIXELS = 16 * TOY_FACTOR * TOY_FACTOR
-TOY_MAX_PIXELS = 160 * TOY_FACTOR * TOY_FACTOR
-TOY_MAX_CROP_PIXELS = 64 * TOY_FACTOR * TOY_FACTOR  # the zoom tool's max_crop_pixels in the toy recipes: <= 64 tokens
+TOY_MIN_PIXELS, TOY_MAX_PIXELS, TOY_MAX_CROP_PIXELS = toy_pixels()  # max_crop_pixels: a reply costs <= 64 tokens
 CAMERA_SIZE = (800, 450)
 
 COLOURS = {"yellow": (245, 195, 20), "red": (215, 35, 35)}
@@ -81,16 +89,26 @@ def cell_boxes(frame_size: tuple[int, int], min_pixels: int = TOY_MIN_PIXELS,
             for r in range(mh // cell)]
 
 
-def slot_boxes(frame_size: tuple[int, int] = (3 * CAMERA_SIZE[0], 2 * CAMERA_SIZE[1])) -> dict[str, dict[str, list[int]]]:
-    """Per camera, the zoom boxes the toy base writes, in the policy's pixels: `on_target` (the slot's own cell)
-    and `too_large` (4x4 cells from the cell up and left of it, kept inside the image)."""
-    mw, mh = model_size(*frame_size, min_pixels=TOY_MIN_PIXELS, max_pixels=TOY_MAX_PIXELS, factor=TOY_FACTOR)
-    cols, rows, cell = mw // TOY_FACTOR, mh // TOY_FACTOR, TOY_FACTOR
+def slot_boxes(frame_size: tuple[int, int] = (3 * CAMERA_SIZE[0], 2 * CAMERA_SIZE[1]),
+               family=None) -> dict[str, dict[str, list[int]]]:
+    """Per camera, the zoom boxes the toy base writes, as the policy writes boxes (its family's convention:
+    pixels of the image it sees, or thousandths of it): `on_target` (the slot's own cell) and `too_large` (4x4
+    cells from the cell up and left of it, kept inside the image)."""
+    family = family or default()
+    lo, hi, _ = toy_pixels(family)
+    f = family.factor
+    mw, mh = model_size(*frame_size, min_pixels=lo, max_pixels=hi, factor=f)
+    cols, rows = mw // f, mh // f
+    if family.coordinates == "relative":
+        def box(c0, r0, c1, r1):
+            return [round(c0 * 1000 / cols), round(r0 * 1000 / rows), round(c1 * 1000 / cols), round(r1 * 1000 / rows)]
+    else:
+        def box(c0, r0, c1, r1):
+            return [c0 * f, r0 * f, c1 * f, r1 * f]
     boxes = {}
     for cam, (c, r) in SLOTS.items():
         c0, r0 = min(max(c - 1, 0), cols - 4), min(max(r - 1, 0), rows - 4)
-        boxes[cam] = {"on_target": [c * cell, r * cell, (c + 1) * cell, (r + 1) * cell],
-                      "too_large": [c0 * cell, r0 * cell, (c0 + 4) * cell, (r0 + 4) * cell]}
+        boxes[cam] = {"on_target": box(c, r, c + 1, r + 1), "too_large": box(c0, r0, c0 + 4, r0 + 4)}
     return boxes
 
 
