@@ -42,8 +42,8 @@ def ensure_toy_models(out: str | Path, seed: int = 0, family: str | None = None)
 def _save_rollout_settings(policy: Path, family: str | None = None) -> None:
     """The base was fine-tuned on the toy recipes' rollouts: evaluating it rolls out the same way (the zoom tool
     with the recipes' crop bound, two tool turns, 192 tokens), as a trained stage's `final/` does."""
-    from omnidrive_r1.rollout import SETTINGS_FILE, RolloutSettings
     from omnidrive_r1.policies import default, get
+    from omnidrive_r1.rollout import SETTINGS_FILE, RolloutSettings
     from omnidrive_r1.toy.toydrive import toy_pixels
 
     if not (policy / SETTINGS_FILE).exists():
