@@ -43,8 +43,16 @@ class Rehearsal:
     zero: str  # recipes/accelerate/<zero>.yaml
     lora: bool
     vllm: bool
-    preset: str = "omnidrive_r1"  # recipes/<preset>/stage{1,2}.yaml
-    family: str | None = None  # the tiny policy's model_type (None: the default family's)
+    preset: str = "omnidrive_r1"  # recipes/<preset>/stage{1,2}.yaml; the tiny policy is of its model's family
+
+    @property
+    def family(self) -> str | None:
+        """The model_type of the recipe's model (None: the default family), whose tiny policy stands in for it."""
+        from omnidrive_r1.config import load_recipe_dict
+        from omnidrive_r1.policies import default, family_of
+
+        family = family_of(load_recipe_dict(RECIPES / self.preset / "stage1.yaml", [])["model_name_or_path"])
+        return None if family is default() else family.model_types[0]
 
 
 # ZeRO-3 and ZeRO-2, each with LoRA on and off, vLLM colocated with both ZeRO stages and both LoRA settings; the
@@ -53,7 +61,7 @@ RUNS = [Rehearsal("zero3-lora-vllm", "zero3", lora=True, vllm=True),
         Rehearsal("zero3", "zero3", lora=False, vllm=False),
         Rehearsal("zero2-vllm", "zero2", lora=False, vllm=True),
         Rehearsal("zero2-lora", "zero2", lora=True, vllm=False),
-        Rehearsal("qwen3-vl-zero3-lora-vllm", "zero3", lora=True, vllm=True, preset="qwen3_vl", family="qwen3_vl")]
+        Rehearsal("qwen3-vl-zero3-lora-vllm", "zero3", lora=True, vllm=True, preset="qwen3_vl")]
 
 
 class RehearsalError(RuntimeError):

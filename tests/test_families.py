@@ -45,6 +45,8 @@ def test_no_module_outside_the_family_files_names_a_family_or_a_pixel_factor():
     found = []
     for rel, tree in _product_files():
         docs = _docstrings(tree)
+        # a recipe folder may be named after a family (recipes/qwen3_vl): `preset=` names a folder, not a family
+        docs |= {id(k.value) for k in ast.walk(tree) if isinstance(k, ast.keyword) and k.arg == "preset"}
         for node in ast.walk(tree):
             line = getattr(node, "lineno", 0)
             names = []
@@ -89,3 +91,21 @@ def test_every_supported_model_type_has_one_family_and_an_unknown_one_is_named()
     assert policies.get("qwen3_vl").factor == 32 and policies.get("qwen2_5_vl").factor == 28
     with pytest.raises(Exception, match="model_type 'llava' is not supported; supported: qwen2_5_vl, qwen3_vl"):
         policies.get("llava")
+
+
+@pytest.mark.parametrize("family", policies.families(), ids=lambda f: f.name)
+def test_the_toy_bases_boxes_land_on_each_cameras_board_in_every_family(family):
+    """The toy world is the same for every family (its frame is seen on the same 20 x 7 grid); only the numbers
+    the policy writes differ: each camera's on-target box, in the family's convention, maps onto that camera's
+    board cell in the original frame."""
+    from omnidrive_r1.toy.toydrive import CAMERA_SIZE, SLOTS, cell_boxes, slot_boxes, toy_pixels
+    from omnidrive_r1.vision import zoom_box
+
+    size = (3 * CAMERA_SIZE[0], 2 * CAMERA_SIZE[1])
+    lo, hi, _ = toy_pixels(family)
+    grid = cell_boxes(size)
+    for camera, (c, r) in SLOTS.items():
+        box = zoom_box(size, slot_boxes(size, family)[camera]["on_target"], min_pixels=lo, max_pixels=hi,
+                       factor=family.factor, coordinates=family.coordinates)
+        cell = grid[r][c]
+        assert all(abs(a - b) <= 1 for a, b in zip(box, cell)), (camera, box, cell)
