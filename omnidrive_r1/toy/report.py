@@ -53,10 +53,10 @@ def _eval(model: Path, out: Path, tools: bool, env: dict | None = None) -> dict:
 
 
 def _train(stage: int, seed: int, variant: str, out: Path, init: Path | None, extra: list[str] = (),
-           env: dict | None = None) -> Path:
+           env: dict | None = None, preset: str = "toy") -> Path:
     final = out / "final"
     if not (final / "config.json").exists():
-        args = ["train", f"recipes/toy/stage{stage}.yaml", f"seed={seed}", f"output_dir={out}",
+        args = ["train", f"recipes/{preset}/stage{stage}.yaml", f"seed={seed}", f"output_dir={out}",
                 "overwrite_output_dir=true", "report_to=[]", *VARIANTS[variant], *extra]
         if init is not None:
             args += [f"init_from={init}", f"model_name_or_path={init}"]
@@ -167,21 +167,25 @@ def _plot(curves: dict, png: Path) -> None:
 
 
 def report(seeds: list[int], out: Path, doc: Path, variants: tuple[str, ...] = ("full",),
-           other_isa: bool = True) -> None:
+           other_isa: bool = True, preset: str = "toy") -> None:
     import platform
 
+    from omnidrive_r1.config import load_recipe_dict
+
     started = time.time()
-    base = Path("outputs/toy/base/policy")
+    toy = load_recipe_dict(f"recipes/{preset}/stage1.yaml", [])["toy"]
+    base = Path(toy["out"]) / "policy"
     ensure_heldout()
-    _run(["models", "toy-base", "--out", "outputs/toy/base"], out / "toy-base.log")
+    _run(["models", "toy-base", "--out", toy["out"], *(["--family", toy["family"]] if toy.get("family") else [])],
+         out / "toy-base.log")
     results = {"base": [(_eval(base, out / "base", True), _eval(base, out / "base", False))]}
     curves, end_rates = {}, {}
     for variant in variants:
         for seed in seeds:
             runs = out / f"{variant}-s{seed}"
             print(f"{variant}, seed {seed}:", flush=True)
-            final1 = _train(1, seed, variant, runs / "stage1", None)
-            final2 = _train(2, seed, variant, runs / "stage2", final1)
+            final1 = _train(1, seed, variant, runs / "stage1", None, preset=preset)
+            final2 = _train(2, seed, variant, runs / "stage2", final1, preset=preset)
             results.setdefault(f"stage 1, {variant}", []).append((_eval(final1, runs / "eval1", True), None))
             results.setdefault(f"stage 2, {variant}", []).append((_eval(final2, runs / "eval2", True),
                                                                    _eval(final2, runs / "eval2", False)))
@@ -213,8 +217,9 @@ def report(seeds: list[int], out: Path, doc: Path, variants: tuple[str, ...] = (
                         f"{end_rates[(2, 'full', seed)]:.2f} | {wall:.0f} |")
     checks = criteria(results["base"][0][0], [w for w, _ in results["stage 2, full"]],
                       [end_rates[(2, "full", seed)] for seed in seeds], other)
-    text = ["# Toy results\n",
-            f"Written by `make toy-report SEEDS='{' '.join(map(str, seeds))}'` (`omnidrive_r1/toy/report.py`) on "
+    text = ["# Toy results" + ("" if preset == "toy" else f": the `{preset}` preset") + "\n",
+            f"Written by `make toy-report SEEDS='{' '.join(map(str, seeds))}'"
+            + ("" if preset == "toy" else f" ARGS='--preset {preset}'") + "` (`omnidrive_r1/toy/report.py`) on "
             f"{platform.platform()} ({platform.processor() or platform.machine()}) with {os.cpu_count()} CPU cores, "
             f"in {(time.time() - started) / 60:.0f} minutes (runs already in `{out}` are reused, not timed). How "
             "the toy world and the base are built: `docs/toy.md`.\n",
@@ -259,9 +264,11 @@ def report(seeds: list[int], out: Path, doc: Path, variants: tuple[str, ...] = (
                              for (stage, variant, seed), rate in end_rates.items()) + "\n")
     text.append(f"![tool-call rate and reward over training steps]({png.name})\n")
     text.append("Commands, each run in its own process exactly as a user types it (logs under "
-                f"`{out}/*/*.log`):\n\n```\nomnidrive-r1 models toy-base --out outputs/toy/base\n"
-                "omnidrive-r1 train recipes/toy/stage1.yaml seed=S output_dir=... report_to=[] [rewards.2.weight=0]\n"
-                "omnidrive-r1 train recipes/toy/stage2.yaml seed=S init_from=STAGE1/final "
+                f"`{out}/*/*.log`):\n\n```\nomnidrive-r1 models toy-base --out {toy['out']}"
+                + (f" --family {toy['family']}" if toy.get("family") else "") + "\n"
+                f"omnidrive-r1 train recipes/{preset}/stage1.yaml seed=S output_dir=... report_to=[] "
+                "[rewards.2.weight=0]\n"
+                f"omnidrive-r1 train recipes/{preset}/stage2.yaml seed=S init_from=STAGE1/final "
                 "model_name_or_path=STAGE1/final ...\nomnidrive-r1 eval --model MODEL --mcq-only [--no-tools]\n"
                 + (f"{' '.join(f'{k}={v}' for k, v in OTHER_ISA.items())} OMNIDRIVE_CACHE=... omnidrive-r1 train "
                    "recipes/toy/stage1.yaml toy.out=... (then stage 2 and eval under the same variables)\n"
@@ -285,10 +292,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-other-isa", action="store_true",
                         help="skip the cold path under the imitated second instruction set (AVX2)")
     parser.add_argument("--out", default="outputs/toy-report", help="runs and evaluations (default outputs/toy-report)")
-    parser.add_argument("--doc", default="docs/toy_results.md", help="the report (default docs/toy_results.md)")
+    parser.add_argument("--doc", help="the report (default docs/toy_results.md, docs/toy_results_PRESET.md for "
+                                      "another preset)")
+    parser.add_argument("--preset", default="toy", help="the toy preset (recipes/PRESET/): toy (default) or "
+                                                        "toy_qwen3_vl; another preset skips the other-ISA path")
     args = parser.parse_args(argv)
-    report(args.seeds, Path(args.out), Path(args.doc), ("full", "no_clip") if args.no_clip else ("full",),
-           other_isa=not args.no_other_isa)
+    other = args.preset == "toy"
+    out = Path(args.out if other else f"{args.out}-{args.preset}")
+    doc = Path(args.doc or ("docs/toy_results.md" if other else f"docs/toy_results_{args.preset}.md"))
+    report(args.seeds, out, doc, ("full", "no_clip") if args.no_clip else ("full",),
+           other_isa=other and not args.no_other_isa, preset=args.preset)
     return 0
 
 
