@@ -85,6 +85,22 @@ class Family:
         """The tiny model's config at toy width (`c`: `omnidrive_r1.toy.tiny.TINY_POLICY_CONFIG`)."""
         raise NotImplementedError
 
+    @staticmethod
+    def tiny_text_config(tokenizer, c: dict, rope_parameters: dict, **extra) -> dict:
+        """The language model part of a tiny config: every id the model can emit decodes to text."""
+        ids = tokenizer.convert_tokens_to_ids
+        keys = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
+                "max_position_embeddings")
+        return {"vocab_size": len(tokenizer), **{k: c[k] for k in keys}, "rope_parameters": rope_parameters,
+                "bos_token_id": ids("<|endoftext|>"), "eos_token_id": ids("<|im_end|>"),
+                "pad_token_id": ids("<|endoftext|>"), **extra}
+
+    @staticmethod
+    def vision_token_ids(tokenizer) -> dict:
+        ids = tokenizer.convert_tokens_to_ids
+        return {"image_token_id": ids("<|image_pad|>"), "video_token_id": ids("<|video_pad|>"),
+                "vision_start_token_id": ids("<|vision_start|>"), "vision_end_token_id": ids("<|vision_end|>")}
+
     def tiny_processor(self, tokenizer, min_pixels: int, max_pixels: int):
         raise NotImplementedError
 

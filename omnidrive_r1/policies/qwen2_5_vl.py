@@ -47,25 +47,12 @@ class Qwen2_5_VL(Family):
         return set_vision_attention(model, mode)
 
     def tiny_config(self, tokenizer, c: dict):
-        ids = tokenizer.convert_tokens_to_ids
         head_dim = c["hidden_size"] // c["num_attention_heads"]
         if sum(c["mrope_section"]) != head_dim // 2:
             raise ValueError(f"mrope_section {c['mrope_section']} must sum to head_dim/2 = {head_dim // 2}")
+        rope = {"rope_type": "default", "rope_theta": c["rope_theta"], "mrope_section": c["mrope_section"]}
         return self.config(
-            text_config={
-                "vocab_size": len(tokenizer),  # every id the model can emit decodes to text
-                "hidden_size": c["hidden_size"],
-                "intermediate_size": c["intermediate_size"],
-                "num_hidden_layers": c["num_hidden_layers"],
-                "num_attention_heads": c["num_attention_heads"],
-                "num_key_value_heads": c["num_key_value_heads"],
-                "max_position_embeddings": c["max_position_embeddings"],
-                "rope_parameters": {"rope_type": "default", "rope_theta": c["rope_theta"],
-                                    "mrope_section": c["mrope_section"]},
-                "bos_token_id": ids("<|endoftext|>"),
-                "eos_token_id": ids("<|im_end|>"),
-                "pad_token_id": ids("<|endoftext|>"),
-            },
+            text_config=self.tiny_text_config(tokenizer, c, rope),
             vision_config={
                 "depth": c["vision_depth"],
                 "hidden_size": c["vision_hidden_size"],
@@ -78,10 +65,7 @@ class Qwen2_5_VL(Family):
                 "spatial_merge_size": 2,
                 "temporal_patch_size": 2,
             },
-            image_token_id=ids("<|image_pad|>"),
-            video_token_id=ids("<|video_pad|>"),
-            vision_start_token_id=ids("<|vision_start|>"),
-            vision_end_token_id=ids("<|vision_end|>"),
+            **self.vision_token_ids(tokenizer),
             tie_word_embeddings=False,
         )
 

@@ -13,6 +13,7 @@ patch 16, merge 2, 2304 position embeddings, DeepStack features from vision laye
 from __future__ import annotations
 
 from omnidrive_r1.policies import Family
+from omnidrive_r1.policies.qwen2_5_vl import FAMILY as QWEN2_5_VL
 
 QWEN3_VL_8B = {
     "text_config": {"hidden_size": 4096, "intermediate_size": 12288, "num_hidden_layers": 36,
@@ -33,16 +34,13 @@ class Qwen3_VL(Family):
     factor = 32
     min_pixels, max_pixels = 65536, 16777216
     coordinates = "relative"
-    lora_targets = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+    lora_targets = QWEN2_5_VL.lora_targets  # the same layer names
     known = {"Qwen/Qwen3-VL-8B-Instruct": QWEN3_VL_8B}
     config_class = "Qwen3VLConfig"
     model_class = "Qwen3VLForConditionalGeneration"
-    special_tokens = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>",
-                      "<|box_start|>", "<|box_end|>", "<|quad_start|>", "<|quad_end|>", "<|vision_start|>",
-                      "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>"]
-    added_tokens = ["<tool_call>", "</tool_call>", "<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>",
-                    "<|fim_pad|>", "<|repo_name|>", "<|file_sep|>", "<tool_response>", "</tool_response>",
-                    "<think>", "</think>"]
+    special_tokens = QWEN2_5_VL.special_tokens  # the same tokens with the same ids
+    added_tokens = [*QWEN2_5_VL.added_tokens, "<|fim_pad|>", "<|repo_name|>", "<|file_sep|>", "<tool_response>",
+                    "</tool_response>", "<think>", "</think>"]
 
     def chat_template(self) -> str:
         from trl.chat_template_utils import qwen3_vl_chat_template
@@ -50,25 +48,12 @@ class Qwen3_VL(Family):
         return qwen3_vl_chat_template
 
     def tiny_config(self, tokenizer, c: dict):
-        ids = tokenizer.convert_tokens_to_ids
         head_dim = c["hidden_size"] // c["num_attention_heads"]
         section = [head_dim // 2 - 2 * (head_dim // 6), head_dim // 6, head_dim // 6]  # sums to head_dim / 2
+        rope = {"rope_type": "default", "rope_theta": c["rope_theta"], "mrope_section": section,
+                "mrope_interleaved": True}
         return self.config(
-            text_config={
-                "vocab_size": len(tokenizer),
-                "hidden_size": c["hidden_size"],
-                "intermediate_size": c["intermediate_size"],
-                "num_hidden_layers": c["num_hidden_layers"],
-                "num_attention_heads": c["num_attention_heads"],
-                "num_key_value_heads": c["num_key_value_heads"],
-                "head_dim": head_dim,
-                "max_position_embeddings": c["max_position_embeddings"],
-                "rope_parameters": {"rope_type": "default", "rope_theta": c["rope_theta"], "mrope_section": section,
-                                    "mrope_interleaved": True},
-                "bos_token_id": ids("<|endoftext|>"),
-                "eos_token_id": ids("<|im_end|>"),
-                "pad_token_id": ids("<|endoftext|>"),
-            },
+            text_config=self.tiny_text_config(tokenizer, c, rope, head_dim=head_dim),
             vision_config={
                 "depth": c["vision_depth"],
                 "hidden_size": c["vision_hidden_size"],
@@ -81,10 +66,7 @@ class Qwen3_VL(Family):
                 "num_position_embeddings": 256,  # a 16 x 16 grid, interpolated to any image
                 "deepstack_visual_indexes": [0],
             },
-            image_token_id=ids("<|image_pad|>"),
-            video_token_id=ids("<|video_pad|>"),
-            vision_start_token_id=ids("<|vision_start|>"),
-            vision_end_token_id=ids("<|vision_end|>"),
+            **self.vision_token_ids(tokenizer),
             tie_word_embeddings=False,
         )
 

@@ -123,7 +123,6 @@ class HRBench(Benchmark):
         from omnidrive_r1.data.loaders import conversation
 
         opening = {"system_prompt": system_prompt} if system_prompt else {}
-
         if images_root:
             raise UserError("--images-root: HR-Bench holds its images in the TSV; pass the file as --data")
         path = Path(data)

@@ -97,7 +97,6 @@ class VStar(Benchmark):
         from omnidrive_r1.data.loaders import conversation
 
         opening = {"system_prompt": system_prompt} if system_prompt else {}
-
         if images_root:
             raise UserError("--images-root: V* Bench keeps each image beside its JSON; pass the folder as --data")
         files = item_files(Path(data))
