@@ -70,7 +70,8 @@ class ZoomInTool:
 
     def __new__(cls, *args, coordinates: str | None = None, **kwargs):
         # TRL builds the tool's schema from the class's method docstrings: relative boxes need their own
-        if cls is ZoomInTool and (coordinates or default().coordinates) == "relative":
+        coordinates = coordinates or (args[3] if len(args) > 3 else None) or default().coordinates
+        if cls is ZoomInTool and coordinates == "relative":
             cls = RelativeZoomInTool
         return super().__new__(cls)
 
