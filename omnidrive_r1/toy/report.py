@@ -292,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-other-isa", action="store_true",
                         help="skip the cold path under the imitated second instruction set (AVX2)")
     parser.add_argument("--out", default="outputs/toy-report", help="runs and evaluations (default outputs/toy-report)")
-    parser.add_argument("--doc", help="the report (default docs/toy_results.md, docs/toy_results_PRESET.md for "
+    parser.add_argument("--doc", help="the report (default docs/toy_results.md, docs/toy_results_<preset>.md for "
                                       "another preset)")
     parser.add_argument("--preset", default="toy", help="the toy preset (recipes/PRESET/): toy (default) or "
                                                         "toy_qwen3_vl; another preset skips the other-ISA path")
