@@ -11,6 +11,7 @@ directory and evaluation take the same limits from it.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import json
 import math
@@ -109,8 +110,9 @@ def _modules() -> list[str]:
     return [m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_")]
 
 
-def families() -> list[Family]:
-    return [importlib.import_module(f"{__name__}.{name}").FAMILY for name in _modules()]
+@functools.cache  # the package does not change while running; a zoom tool is built per rollout and asks
+def families() -> tuple[Family, ...]:
+    return tuple(importlib.import_module(f"{__name__}.{name}").FAMILY for name in _modules())
 
 
 def get(model_type: str) -> Family:
