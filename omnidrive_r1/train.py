@@ -47,8 +47,9 @@ def check_recipe(recipe: RecipeArguments, grpo, model_args) -> None:
         raise RecipeError(f"init_from: {recipe.init_from} holds no model. Stage 2 starts from stage 1's final model: "
                           "run `make stage1` first, or set init_from=PATH")
     source = recipe.init_from or model_args.model_name_or_path
-    if not recipe.toy and not Path(source).exists() and ("/" not in source or source.startswith((".", "/"))):
-        raise RecipeError(f"model_name_or_path: {source} is neither a model directory nor a hub id")
+    if not recipe.toy and not Path(source).exists() and not _looks_like_hub_id(source):
+        raise RecipeError(f"model_name_or_path: {source} is neither a model directory nor a hub id "
+                          "(a hub id is namespace/name)")
     text = _text_config(source)
     positions = (text or {}).get("max_position_embeddings")
     if positions and grpo.max_completion_length >= positions:
@@ -67,6 +68,11 @@ def check_recipe(recipe: RecipeArguments, grpo, model_args) -> None:
     if stitched is not None and not Path(stitched).is_dir():
         raise RecipeError(f"data.stitched_dir: {stitched} is not a folder (it holds the pre-stitched frames, "
                           "<idx without its question number>.png)")
+
+
+def _looks_like_hub_id(source: str) -> bool:
+    """namespace/name: one slash, not a relative or absolute path."""
+    return source.count("/") == 1 and not source.startswith((".", "/", "~"))
 
 
 TURN_TEXT_TOKENS = 104  # a generous bound on the text of a zoom: the call, the reply's words and the answer turn

@@ -146,7 +146,12 @@ def model_type_of(source: str | Path, revision: str | None = None) -> str:
         raise UserError(f"{source}: no config.json; expected a model directory")
     from transformers import AutoConfig
 
-    return AutoConfig.from_pretrained(str(source), revision=revision).model_type
+    try:
+        return AutoConfig.from_pretrained(str(source), revision=revision).model_type
+    except OSError as error:  # not on disk, not on the hub, or no network: say which model, in one line
+        first = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise UserError(f"{source}: cannot read its config.json ({first}); give a model directory or a hub id "
+                        "this machine can reach") from error
 
 
 def family_of(source) -> Family:
