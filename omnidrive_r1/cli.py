@@ -88,7 +88,7 @@ def cmd_models_toy_base(args) -> int:
     from omnidrive_r1.toy.models import ensure_toy_models
 
     try:
-        out = ensure_toy_models(args.out, seed=args.seed, family=args.family)
+        out = ensure_toy_models(args.out, seed=args.seed, family=args.family, zoom_share=args.zoom_share)
     except FileExistsError as e:
         raise UserError(f"--out: {e}") from None
     build = json.loads((out / "build.json").read_text()) if (out / "build.json").exists() else {}
@@ -193,9 +193,12 @@ def cmd_eval(args) -> int:
         raise UserError("--model is needed (a model directory such as outputs/toy/stage2/final, or a hub id)")
     options = {}
     if args.benchmark == "drivelmm":
-        options = {"mcq_only": args.mcq_only, "stitched_dir": args.stitched_dir}
-    elif args.mcq_only or args.stitched_dir:
-        raise UserError(f"--mcq-only and --stitched-dir are DriveLMM-o1's; --benchmark {args.benchmark} has neither")
+        if args.mcq_only and args.open_only:
+            raise UserError("--mcq-only and --open-only leave no row between them; give one")
+        options = {"mcq_only": args.mcq_only, "open_only": args.open_only, "stitched_dir": args.stitched_dir}
+    elif args.mcq_only or args.open_only or args.stitched_dir:
+        raise UserError(f"--mcq-only, --open-only and --stitched-dir are DriveLMM-o1's; --benchmark {args.benchmark} "
+                        "has none of them")
     settings = RolloutSettings.of_model(args.model)
     if args.max_turns is not None:
         settings.max_turns = args.max_turns
@@ -204,7 +207,7 @@ def cmd_eval(args) -> int:
     evaluate(args.model, args.data, args.images_root, benchmark=args.benchmark, engine=args.engine,
              judge_config=judge, limit=args.limit, out=args.out or _default_out(args.model, None, args.benchmark),
              batch_size=args.batch_size, settings=settings, tools=not args.no_tools, overwrite=args.overwrite,
-             **options)
+             sample=args.sample, **options)
     return 0
 
 
@@ -320,6 +323,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "the camera files are then not read")
     ev.add_argument("--engine", choices=["hf", "vllm"], default="hf", help="generation engine (default hf)")
     ev.add_argument("--no-tools", action="store_true", help="offer the policy no tool: one turn, no zoom")
+    ev.add_argument("--sample", action="store_true",
+                    help="sample at the training temperature (seeded) instead of greedy decoding: the policy's call "
+                         "rate as RL meets it")
     ev.add_argument("--max-turns", type=int, help="tool-calling turns (default: the training recipe's)")
     ev.add_argument("--max-completion-length", type=_positive_int,
                     help="tokens per answer, tool replies included (default: the training recipe's)")
@@ -335,6 +341,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--limit", type=_positive_int, help="evaluate only the first N rows")
     ev.add_argument("--mcq-only", action="store_true",
                     help="evaluate the multiple-choice rows only (the MCQ accuracy, in 60%% of the time on toydrive)")
+    ev.add_argument("--open-only", action="store_true",
+                    help="evaluate the open questions only (without a judge: open_answer_f1, the token F1 of each "
+                         "<answer>, the training reward of open rows)")
     ev.add_argument("--out", help="output folder (default outputs/eval/<model>)")
     ev.add_argument("--overwrite", action="store_true",
                     help="replace an evaluation in --out that another model or other settings produced")
@@ -407,6 +416,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--family", choices=family_names(), help="the policy's model_type (default: the default "
                                                             "family's; qwen3_vl: recipes/toy_qwen3_vl)")
     b.add_argument("--seed", type=int, default=0, help="seed of every random choice (default 0)")
+    b.add_argument("--zoom-share", type=_fraction, help="a reluctant base: the share of the tool-offering SFT examples "
+                                                     "that zoom (the rest answer at once); 0.25 gives a base that "
+                                                     "calls in about a quarter of its rollouts (docs/ablation.md)")
     b.set_defaults(func=cmd_models_toy_base)
     v = msub.add_parser(
         "vllm-dir", help="the model directory a vLLM server must load for a recipe (server mode)",

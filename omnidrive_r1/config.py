@@ -28,6 +28,7 @@ class RecipeArguments:
     stage: str = field(default="stage1", metadata={"help": "stage1 (tool learning) or stage2 (driving)"})
     data: dict = field(default_factory=dict, metadata={
         "help": "kind (drivelmm | deepeyes), path, images_root, stitched_dir, sources, limit, skip_bad, "
+                "questions (all | mcq | open: train on every row, the multiple-choice rows or the open ones), "
                 "toydrive ({out, frames, seed}: generate toydrive there first if path is missing)"})
     tools: list[dict] = field(default_factory=lambda: [{"name": "zoom_in"}], metadata={"help": "tool plug-ins"})
     rewards: list[dict] = field(default_factory=list, metadata={"help": "reward plug-ins with weights"})
@@ -61,7 +62,7 @@ class RecipeArguments:
     wandb_project: str = field(default="omnidrive-r1", metadata={"help": "Weights & Biases project"})
 
 
-DATA_KEYS = {"kind", "path", "images_root", "stitched_dir", "sources", "limit", "skip_bad", "toydrive"}
+DATA_KEYS = {"kind", "path", "images_root", "stitched_dir", "sources", "limit", "skip_bad", "questions", "toydrive"}
 
 
 class RecipeError(UserError):
@@ -242,6 +243,8 @@ def validate(recipe: RecipeArguments, grpo, model_args) -> None:
     _number("data.limit", data.get("limit"), minimum=1, integer=True, optional=True)
     if not isinstance(data.get("skip_bad", False), bool):
         raise RecipeError(f"data.skip_bad must be true or false, got {data.get('skip_bad')!r}")
+    if data.get("questions", "all") not in ("all", "mcq", "open"):
+        raise RecipeError(f"data.questions must be all, mcq or open, got {data.get('questions')!r}")
     for name, specs in (("tools", recipe.tools), ("rewards", recipe.rewards)):
         if not isinstance(specs, list) or not specs:
             raise RecipeError(f"{name}: a list of {name} is needed (see recipes/toy/stage1.yaml)")

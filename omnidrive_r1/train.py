@@ -135,10 +135,17 @@ def load_data(recipe: RecipeArguments, output_dir: str | Path, system_prompt: st
         ds, report = load_deepeyes(path, sources=data.get("sources"), skip_bad=data.get("skip_bad", False),
                                    limit=data.get("limit"), system_prompt=system_prompt)
     log.info(report.summary())
+    questions = data.get("questions", "all")
+    if questions != "all":  # the multiple-choice rows only, or the open ones only (is_mcq: docs/data.md)
+        ds = ds.filter(lambda is_mcq: is_mcq == (questions == "mcq"), input_columns="is_mcq")
+        if not len(ds):
+            raise RecipeError(f"data.questions: {questions}: {path} holds no such row")
+        log.info(f"data.questions: {questions}: {len(ds)} rows kept")
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "data_report.json").write_text(json.dumps({"path": report.path, "rows_read": report.rows_read,
-                                                      "rows_kept": report.rows_kept, "skipped": dict(report.skipped)},
+                                                      "rows_kept": report.rows_kept, "skipped": dict(report.skipped),
+                                                      "questions": questions, "rows_trained_on": len(ds)},
                                                      indent=1))
     return ds
 

@@ -215,7 +215,7 @@ def test_real_open_clip_tiny_model(tiny_clip_dir):
 # -------------------------------------------------------------------------------------------------- plug-ins
 
 def test_registry_builds_builtins_with_weights_and_options(tmp_path):
-    assert available() == ["answer_accuracy", "clip_grounding", "format"]
+    assert available() == ["answer_accuracy", "clip_grounding", "format", "tool_bonus"]
     funcs, weights, names = build_rewards([{"name": "answer_accuracy"}, {"name": "format", "weight": 0.25}])
     assert names == ["answer_accuracy", "format"] and weights == [1.0, 0.25]
     assert isinstance(funcs[0], CheckedReward) and funcs[0].__name__ == "answer_accuracy"
@@ -231,7 +231,7 @@ def test_user_reward_from_a_file_in_a_few_lines(tmp_path):
 
 
 @pytest.mark.parametrize("spec, message", [
-    ({"name": "nope"}, r"unknown reward 'nope'; known rewards: \['answer_accuracy', 'clip_grounding', 'format'\]"),
+    ({"name": "nope"}, r"unknown reward 'nope'; known rewards: \['answer_accuracy', 'clip_grounding', 'format', 'tool_bonus'\]"),
     ({"path": "no_such_module_xyz:fn"}, "cannot import reward module"),
     ({"path": "omnidrive_r1.protocol:nope"}, "has no attribute 'nope'"),
     ({"path": "missing_file.py:fn"}, "reward file not found"),
@@ -277,3 +277,53 @@ def test_non_finite_rewards_are_recorded_and_never_passed_on(tmp_path, value):
     reward = _plugin(tmp_path, f"[0.5, {value}, None]")
     assert reward(None, ["x", "y", "z"]) == [0.5, 0.0, None]
     assert [i for i, _ in reward.bad] == [1]
+
+
+# ----------------------------------------------------------------------------------------------- tool_bonus
+
+def _crop_reply():
+    return {"role": "tool", "name": TOOL_NAME,
+            "content": [{"type": "image", "image": Image.new("RGB", (28, 28))}, {"type": "text", "text": "Zoomed."}]}
+
+
+def test_tool_bonus_pays_a_right_answer_reached_after_a_crop_and_nothing_else():
+    from omnidrive_r1.rewards.tool_bonus import tool_bonus
+
+    right, wrong = answered("B) Slow down"), answered("A) Stop")
+    completions = [
+        [tool_call(), _crop_reply(), *right],          # crop, right: 1
+        [tool_call(), _crop_reply(), *wrong],          # crop, wrong: 0
+        right,                                         # right without a zoom: 0
+        [tool_call(), TOOL_RESULT, *right],            # the call failed (text reply, no image): 0
+        [tool_call(), _crop_reply()],                  # no answer at all: 0
+    ]
+    n = len(completions)
+    out = tool_bonus(None, completions, answer=["B) Slow down"] * n, is_mcq=[True] * n, source=["drivelmm"] * n)
+    assert out == [1.0, 0.0, 0.0, 0.0, 0.0]
+
+
+def test_tool_bonus_options_threshold_and_images_and_refuses_bad_values():
+    from omnidrive_r1.rewards.tool_bonus import tool_bonus
+
+    truth = "The traffic light ahead is red."
+    partial = [tool_call(), _crop_reply(), *answered("The light is red.")]  # token F1 0.75
+    kwargs = dict(answer=[truth], is_mcq=[False], source=["drivelmm"])
+    assert tool_bonus(None, [partial], **kwargs) == [1.0]
+    assert tool_bonus(None, [partial], threshold=0.8, **kwargs) == [0.0]
+    assert tool_bonus(None, [partial], min_images=2, **kwargs) == [0.0]
+    two = [tool_call(), _crop_reply(), tool_call(), _crop_reply(), *answered(truth)]
+    assert tool_bonus(None, [two], min_images=2, **kwargs) == [1.0]
+    with pytest.raises(ValueError, match="threshold"):
+        tool_bonus(None, [partial], threshold=1.5, **kwargs)
+    with pytest.raises(ValueError, match="min_images"):
+        tool_bonus(None, [partial], min_images=0, **kwargs)
+
+
+def test_tool_bonus_is_a_built_in_reward_a_recipe_names_with_its_options():
+    assert "tool_bonus" in available()
+    funcs, weights, names = build_rewards([{"name": "tool_bonus", "weight": 0.5, "threshold": 1.0}])
+    assert names == ["tool_bonus"] and weights == [0.5]
+    out = funcs[0](None, [[tool_call(), _crop_reply(), *answered("B")]], answer=["B"], is_mcq=[True], source=["drivelmm"])
+    assert out == [1.0]
+    with pytest.raises(Exception, match="nope"):
+        build_rewards([{"name": "tool_bonus", "nope": 1}])

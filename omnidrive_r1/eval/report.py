@@ -16,6 +16,10 @@ def _percent(rows: list[dict], key: str) -> float | None:
     return 100 * sum(bool(r[key]) for r in rows) / len(rows) if rows else None
 
 
+def _mean_percent(values: list[float]) -> float | None:
+    return 100 * sum(values) / len(values) if values else None
+
+
 def summarise(records: list[dict], judge_config, accounting: dict) -> dict:
     judge_on = judge_config is not None
     mcq = [r for r in records if r["is_mcq"]]
@@ -37,6 +41,9 @@ def summarise(records: list[dict], judge_config, accounting: dict) -> dict:
         # ours: every MCQ row, a missing letter on either side is wrong
         "mcq_accuracy_ours": _percent(mcq, "mcq_correct_ours"),
         "mcq_accuracy_strict": _percent(mcq, "mcq_correct_strict"),  # our <answer> parser instead of markers
+        # open rows without a judge: the token F1 of the <answer> (the training reward of open rows), in %
+        "open_rows": len(records) - len(mcq),
+        "open_answer_f1": _mean_percent([r["answer_f1"] for r in records if "answer_f1" in r]),
         "reasoning_score_ours": agg["reasoning_score"],
         "sub_metrics": {m: agg[m] for m in METRICS},
         "judge": judge_config.prompt_source if judge_on else "off (pass --judge-url and --judge-model)",
@@ -92,7 +99,9 @@ def write_summary(summary: dict, out: Path, title: str) -> None:
               f"| reasoning score (%) | {fmt(s['reasoning_score'])} | {fmt(s['reasoning_score_ours'])} |",
               f"| rows counted | {s['official_rows_kept']} | {s['rows_evaluated']} |", "",
               f"MCQ accuracy with our strict `<answer>` parser: {fmt(s['mcq_accuracy_strict'])} % of {s['mcq_rows']} "
-              "MCQ rows.", "", *tool_lines(s)]
+              "MCQ rows.", "", *([f"Open questions, token F1 of the answer (the training reward, no judge): "
+                                   f"{fmt(s['open_answer_f1'])} % over {s['open_rows']} rows.", ""]
+                                  if s.get("open_answer_f1") is not None else []), *tool_lines(s)]
     lines += ["", "| sub-metric (x10) | value |", "|---|---|"]
     lines += [f"| {m} | {fmt(v)} |" for m, v in s["sub_metrics"].items()]
     lines += ["", "Published (reasoning % / MCQ %): " + ", ".join(f"{k} {a}/{b}" for k, (a, b) in PUBLISHED.items())]

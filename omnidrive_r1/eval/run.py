@@ -146,13 +146,17 @@ def open_rows(rows: list[dict]) -> list[dict]:
     return [{**row, "frame": row["image"], "image": _open_image(Path(row["image"]))} for row in rows]
 
 
+SAMPLE_SEED = 0
+
+
 def evaluate(model: str, data: str | Path | None = None, images_root: str | None = None, *,
              benchmark: str = "drivelmm", engine: str = "hf", judge_config=None, limit: int | None = None,
              out: str | Path = "outputs/eval", batch_size: int = 8, settings=None, tools: bool = True,
-             overwrite: bool = False, **options) -> dict:
+             overwrite: bool = False, sample: bool = False, **options) -> dict:
     """Roll `model` out on `benchmark`'s rows from `data` (default: its toydrive set), with the tool unless
-    `tools=False`, and score it. `options` go to the benchmark's loader (DriveLMM-o1: `mcq_only`,
-    `stitched_dir`)."""
+    `tools=False`, and score it; greedy, or with `sample` at the settings' temperature (torch seeded with
+    `SAMPLE_SEED`: a rerun on the same machine draws the same rollouts). `options` go to the benchmark's loader
+    (DriveLMM-o1: `mcq_only`, `open_only`, `stitched_dir`)."""
     from tqdm.auto import tqdm
 
     from omnidrive_r1.rollout import RolloutSettings, make_engine, rollout
@@ -173,17 +177,23 @@ def evaluate(model: str, data: str | Path | None = None, images_root: str | None
                            "model": str(Path(model).resolve()) if Path(model).exists() else model,
                            "weights": weights_identity(model), "engine": engine, "tools": tools,
                            "settings": settings.__dict__, "data": str(Path(data).resolve()), "limit": limit,
-                           **bench.produced_by(**options)}, overwrite)
+                           **bench.produced_by(**options),
+                           **({"sample": {"temperature": settings.temperature, "seed": SAMPLE_SEED}} if sample else {})},
+                      overwrite)
     generated = {r["idx"]: r for r in read_jsonl(out / "generations.jsonl")}
     todo = [row for row in rows if row["idx"] not in generated]
     if generated:
         print(f"resuming: {len(generated)} rows already generated, {len(todo)} to go")
     if todo:
         runner, processor = make_engine(engine, model, settings)
+        if sample:
+            import torch
+
+            torch.manual_seed(SAMPLE_SEED + len(generated))  # a resumed run does not repeat the first draws
         append = Appender(out / "generations.jsonl")
         for start in tqdm(range(0, len(todo), batch_size), desc="generating", unit="batch"):
             batch = open_rows(todo[start:start + batch_size])
-            for row, r in zip(batch, rollout(runner, processor, batch, settings, tools=tools)):
+            for row, r in zip(batch, rollout(runner, processor, batch, settings, tools=tools, do_sample=sample)):
                 record = make_record(row, r)
                 append(record)
                 generated[record["idx"]] = record

@@ -48,6 +48,21 @@ BOX_MIX = {"too_large": 0.45, "on_target": 0.3, "off_target": 0.15, "no_zoom": 0
 # The crops the base learns to answer from (its last turn): mostly readable ones, so that reading a crop deep
 # in the conversation is learnt; the rest teach it to say when it cannot read and guess.
 READ_MIX = {"on_target": 0.6, "too_large": 0.25, "off_target": 0.15}
+
+
+def box_mix(zoom_share: float | None = None) -> dict:
+    """`BOX_MIX`, or a reluctant base's: the zoom kinds scaled to `zoom_share` of the examples that offer the
+    tool (in `BOX_MIX`'s proportions) and `no_zoom`, answering at once, the rest. A base built with
+    `zoom_share=0.25` calls the tool in about a quarter of its rollouts at temperature 1 (measured in
+    docs/ablation.md), where the shipped one calls in nearly every rollout: the start the paper's Qwen2.5-VL-7B
+    makes, which does not call an undeclared tool."""
+    if zoom_share is None:
+        return BOX_MIX
+    if not 0 < zoom_share <= 1:
+        raise ValueError(f"zoom_share must lie in (0, 1], got {zoom_share}")
+    zoom = {k: v for k, v in BOX_MIX.items() if k != "no_zoom"}
+    total = sum(zoom.values())
+    return {**{k: zoom_share * v / total for k, v in zoom.items()}, "no_zoom": 1 - zoom_share}
 # The toy base is the tiny policy with a third text layer and rope_theta 1e4 (the tiny policy's 10 serves
 # locating things in an image; the base's boxes are single tokens chosen from the question's text). With two
 # layers it read a crop alone (1.00 on held-out crops) but not the same crop after the frame and the question
@@ -258,16 +273,18 @@ def _final_turn(kind: str, board: Board, answer: str, rng: random.Random) -> dic
     return {"role": "assistant", "content": _text(f"<think>{think}</think><answer>{answer}</answer>")}
 
 
-def protocol_examples(processor, seed: int, frames: int, reading_only: bool = False, family=None) -> list[dict]:
+def protocol_examples(processor, seed: int, frames: int, reading_only: bool = False, family=None,
+                      zoom_share: float | None = None) -> list[dict]:
     """iMCoT trajectories as prompt-completion pairs, one per assistant turn, so that where the base zooms and
     what it does with the crop it gets are two separate mixes: the first turn's box follows `BOX_MIX`; the last
     turn follows the crop of a `READ_MIX` box. Crops and replies come from the real zoom tool, so they are
     exactly what RL sees. `reading_only`: only last turns after an on-target zoom (reading a crop deep in the
-    conversation needs far more examples than the mix holds: `docs/toy.md`)."""
+    conversation needs far more examples than the mix holds: `docs/toy.md`). `zoom_share`: a reluctant base's
+    mix (`box_mix`)."""
     family = _family(family)
     rng = random.Random(seed)
     system = _system_with_tools(processor, family)
-    box_kinds, box_weights = zip(*BOX_MIX.items())
+    box_kinds, box_weights = zip(*box_mix(zoom_share).items())
     read_kinds, read_weights = zip(*(READ_MIX.items() if not reading_only else [("on_target", 1.0)]))
     examples = []
     for boards, frame in _frames(seed ^ 0x4EAD if reading_only else seed, frames):
@@ -416,14 +433,14 @@ def reading_check(model, processor, seed: int, frames: int = 24, family=None) ->
 
 
 def train_policy(out: Path, seed: int, steps: dict | None = None, batch_size: int = 8, lr: float = 3e-3,
-                 attempts: int = PROTOCOL_ATTEMPTS, family: str | None = None) -> dict:
+                 attempts: int = PROTOCOL_ATTEMPTS, family: str | None = None, zoom_share: float | None = None) -> dict:
     """The tiny policy (with `TOY_BASE_OVERRIDES`), fine-tuned with TRL's SFTTrainer on assistant tokens only, in
     four phases (`PHASE_STEPS`): reading a crop alone; reading it after the frame and the question; pointing at
     a named camera's board (text only); then the protocol's turns with `BOX_MIX` and `READ_MIX`. Every example
     is seen once: repeated ones were learnt by heart (a crop read alone: 0.80 on held-out crops after 4 epochs
     of 1,200 examples, 1.00 after one epoch of 4,800). The order matters: reading in context after pointing
     undid the pointing (`docs/toy.md`). The protocol phase is checked (`reading_check`) and run again when it
-    lost the reading, up to `attempts` times in all."""
+    lost the reading, up to `attempts` times in all. `zoom_share`: a reluctant base (`box_mix`)."""
     import torch
     from datasets import Dataset
     from transformers import AutoModelForImageTextToText
@@ -452,7 +469,8 @@ def train_policy(out: Path, seed: int, steps: dict | None = None, batch_size: in
         record[name] = {"steps": steps[name], "examples": len(dataset),
                         "loss": _sft(model, processor, dataset, seed, steps[name], batch, lr)}
     if steps["protocol"]:
-        record["protocol"] = _protocol_phase(model, processor, seed, steps["protocol"], batch_size, lr, attempts, fam)
+        record["protocol"] = _protocol_phase(model, processor, seed, steps["protocol"], batch_size, lr, attempts, fam,
+                                             zoom_share)
     model.eval()
     model.save_pretrained(out)
     processor.save_pretrained(out)
@@ -460,7 +478,7 @@ def train_policy(out: Path, seed: int, steps: dict | None = None, batch_size: in
 
 
 def _protocol_phase(model, processor, seed: int, steps: int, batch_size: int, lr: float, attempts: int,
-                    family=None) -> dict:
+                    family=None, zoom_share: float | None = None) -> dict:
     """The protocol phase, checked by `reading_check` and run again from the state before it (frames of another
     seed each time) until the check passes `READING_GATE`; the best attempt is kept. Returns its record."""
     import copy
@@ -474,7 +492,8 @@ def _protocol_phase(model, processor, seed: int, steps: int, batch_size: int, lr
         if attempt:
             model.load_state_dict(before)
         log.info(f"toy base policy, protocol phase (attempt {attempt + 1} of {attempts}): {steps} steps of {batch_size}")
-        dataset = Dataset.from_list(protocol_examples(processor, data_seed, batch_size * steps // 4 + 1, family=family))
+        dataset = Dataset.from_list(protocol_examples(processor, data_seed, batch_size * steps // 4 + 1, family=family,
+                                                      zoom_share=zoom_share))
         loss = _sft(model, processor, dataset, data_seed, steps, batch_size, lr)
         check = reading_check(model, processor, seed, family=family)
         tries.append({"data_seed": data_seed, "examples": len(dataset), "loss": loss, "reading_check": check})
@@ -494,29 +513,35 @@ def _protocol_phase(model, processor, seed: int, steps: int, batch_size: int, lr
 
 
 def toy_base_key(seed: int = 0, steps: dict | None = None, clip_steps: int = 300,
-                 attempts: int = PROTOCOL_ATTEMPTS, family: str | None = None) -> str:
+                 attempts: int = PROTOCOL_ATTEMPTS, family: str | None = None, zoom_share: float | None = None) -> str:
     """The content key of a toy base build: everything the bytes depend on (the default family's keys are those
-    of builds before there were families)."""
+    of builds before there were families, and the shipped mix's those of builds before `zoom_share`)."""
     from omnidrive_r1.cache import content_key
     from omnidrive_r1.policies import default
     from omnidrive_r1.toy.tiny import TINY_POLICY_CONFIG
 
     fam = _family(family)
     extra = () if fam is default() else (fam.model_types[0], fam.system_prompt())
+    if zoom_share is not None:
+        extra += ("zoom_share", box_mix(zoom_share))
     return content_key("toy-base-10", seed, {**PHASE_STEPS, **(steps or {})}, clip_steps, BOX_MIX, READ_MIX,
                        TOY_CLIP_CONFIG, TINY_POLICY_CONFIG, TOY_BASE_OVERRIDES, fam.chat_template(),
                        READING_GATE, attempts, *extra)
 
 
 def build_toy_base(out: str | Path | None = None, seed: int = 0, steps: dict | None = None,
-                   clip_steps: int = 300, attempts: int = PROTOCOL_ATTEMPTS, family: str | None = None) -> Path:
+                   clip_steps: int = 300, attempts: int = PROTOCOL_ATTEMPTS, family: str | None = None,
+                   zoom_share: float | None = None) -> Path:
     """Build (or reuse) the toy CLIP and the toy base policy of a model family (a model_type; default: the
     default family's) into `out` (default: the cache). `steps` overrides `PHASE_STEPS` and `attempts` the protocol
-    phase's tries (the tests build a small base that way)."""
+    phase's tries (the tests build a small base that way). `zoom_share`: a reluctant base, which answers without
+    the tool in most rollouts (`box_mix`)."""
     from omnidrive_r1.cache import build_atomically, cache_root
 
-    key = toy_base_key(seed, steps, clip_steps, attempts, family)
+    key = toy_base_key(seed, steps, clip_steps, attempts, family, zoom_share)
     name = "toy-base" if family is None or _family(family) is _family() else f"toy-base-{family}"
+    if zoom_share is not None:
+        name += f"-zoom{zoom_share:g}"
     target = Path(out) if out else cache_root() / "models" / f"{name}-s{seed}-{key}"
 
     def build(tmp: Path):
@@ -525,8 +550,8 @@ def build_toy_base(out: str | Path | None = None, seed: int = 0, steps: dict | N
         clip = train_clip(tmp / "clip", seed, clip_steps)
         log.info(f"toy CLIP: held-out caption retrieval {clip['caption_retrieval_accuracy']:.2f} "
                  f"(chance {clip['chance']:.2f})")
-        policy = train_policy(tmp / "policy", seed, steps, attempts=attempts, family=family)
-        (tmp / "build.json").write_text(json.dumps({"clip": clip, "policy": policy, "box_mix": BOX_MIX,
+        policy = train_policy(tmp / "policy", seed, steps, attempts=attempts, family=family, zoom_share=zoom_share)
+        (tmp / "build.json").write_text(json.dumps({"clip": clip, "policy": policy, "box_mix": box_mix(zoom_share),
                                                     "read_mix": READ_MIX, "seed": seed,
                                                     "family": _family(family).name}, indent=2))
 

@@ -10,15 +10,16 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 
-def ensure_toy_models(out: str | Path, seed: int = 0, family: str | None = None) -> Path:
+def ensure_toy_models(out: str | Path, seed: int = 0, family: str | None = None,
+                      zoom_share: float | None = None) -> Path:
     """`out` holding the toy base policy (of `family`, a model_type; default: the default family's) and the toy
     CLIP; built (minutes, once per machine) or copied from the cache when missing. A folder that holds other
-    files is never written into."""
+    files is never written into. `zoom_share`: a reluctant base (`omnidrive_r1.toy.base.box_mix`)."""
     from omnidrive_r1.toy.base import build_toy_base, toy_base_key
 
     out = Path(out)
     marker = out / ".complete"  # copied from the cache with the build's content key
-    if marker.exists() and marker.read_text().strip() != toy_base_key(seed, family=family):
+    if marker.exists() and marker.read_text().strip() != toy_base_key(seed, family=family, zoom_share=zoom_share):
         log.warning(f"{out} holds a toy base built by another version of the recipe; replacing it")
         shutil.rmtree(out)
     if (out / "policy" / "config.json").exists() and (out / "clip" / "open_clip_config.json").exists():
@@ -26,7 +27,7 @@ def ensure_toy_models(out: str | Path, seed: int = 0, family: str | None = None)
         return out
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out} holds files that are not a toy base; choose an empty or new folder")
-    built = build_toy_base(seed=seed, family=family)
+    built = build_toy_base(seed=seed, family=family, zoom_share=zoom_share)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)

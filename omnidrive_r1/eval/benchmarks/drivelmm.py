@@ -24,6 +24,7 @@ class DriveLMM(Benchmark):
     title = "DriveLMM-o1"
     judge = "drivelmm"
     headline = ("rows_in_test_set", "rows_evaluated", "mcq_accuracy", "mcq_accuracy_ours", "mcq_accuracy_strict",
+                "open_answer_f1",
                 "reasoning_score", "reasoning_score_ours", "judge_failures", "tool_calls_per_question", "zoom_iou")
 
     def default_data(self) -> str:
@@ -32,9 +33,9 @@ class DriveLMM(Benchmark):
         return str(ensure_heldout())
 
     def load(self, data, *, images_root=None, limit=None, system_prompt=None, stitched_dir=None,
-             mcq_only=False) -> Loaded:
+             mcq_only=False, open_only=False) -> Loaded:
         """The DriveLMM-o1 file's rows (bad rows skipped and counted; a file whose rows share an idx is refused,
-        naming the idx); with `mcq_only` its multiple-choice rows only."""
+        naming the idx); with `mcq_only` its multiple-choice rows only, with `open_only` its open questions only."""
         import datasets
 
         from omnidrive_r1.data.loaders import duplicate_idx_error, load_drivelmm, read_drivelmm_rows
@@ -52,6 +53,11 @@ class DriveLMM(Benchmark):
             ds = ds.filter(lambda row: row["is_mcq"])
             if open_rows:
                 skipped["open questions, left out by --mcq-only"] = open_rows
+        if open_only:
+            mcq_rows = sum(ds["is_mcq"])
+            ds = ds.filter(lambda is_mcq: not is_mcq, input_columns="is_mcq")
+            if mcq_rows:
+                skipped["multiple-choice questions, left out by --open-only"] = mcq_rows
         frames = ds.cast_column("image", datasets.Image(decode=False))["image"]
         rows = []
         for i, row in enumerate(ds.remove_columns("image")):
@@ -62,9 +68,10 @@ class DriveLMM(Benchmark):
                                     "gt_box": box}})
         return Loaded(rows, len(raw_rows), skipped, report.summary())
 
-    def produced_by(self, *, stitched_dir=None, mcq_only=False) -> dict:
+    def produced_by(self, *, stitched_dir=None, mcq_only=False, open_only=False) -> dict:
         # the keys an evaluation folder has always recorded, so older folders are resumed
-        return {"mcq_only": mcq_only, "stitched_dir": str(Path(stitched_dir).resolve()) if stitched_dir else None}
+        keys = {"mcq_only": mcq_only, "stitched_dir": str(Path(stitched_dir).resolve()) if stitched_dir else None}
+        return {**keys, "open_only": True} if open_only else keys
 
     def score(self, record: dict) -> dict:
         """Both MCQ readings of a row. The ground truth's letter is read as the official script reads it."""
@@ -78,6 +85,10 @@ class DriveLMM(Benchmark):
                           mcq_correct=official_mcq_correct(truth, letter),  # the official comparison, row by row
                           mcq_correct_ours=our_mcq_correct(truth, letter),
                           mcq_correct_strict=our_mcq_correct(truth, strict))
+        elif "response" in record:  # our generation of an open row: the training reward's token F1 of its answer
+            from omnidrive_r1.rewards.answer_accuracy import token_f1
+
+            record["answer_f1"] = token_f1(record["answer"], record["final_answer"]) if record.get("answer") else 0.0
         record["correct"] = record.get("mcq_correct_ours") if record["is_mcq"] else None
         return record
 
