@@ -9,7 +9,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 FOLDERS = {"omnidrive_r1": "omnidrive_r1", "rewards": "omnidrive_r1.rewards", "tools": "omnidrive_r1.tools"}
-ENTRY_POINTS = {"omnidrive_r1.cli", "omnidrive_r1.bench.__main__", "omnidrive_r1.bench.paper", "omnidrive_r1.toy.report", "omnidrive_r1.rehearse"}  # the console script and `python -m` tools
+ENTRY_POINTS = {"omnidrive_r1.cli", "omnidrive_r1.bench.__main__", "omnidrive_r1.bench.paper", "omnidrive_r1.toy.report", "omnidrive_r1.toy.ablate", "omnidrive_r1.rehearse"}  # the console script and `python -m` tools
 
 
 def _modules() -> dict[str, Path]:

@@ -24,7 +24,7 @@ def _fake_phase(monkeypatch, readings: list[float]):
         return 0.1 * len(sft_calls)
 
     monkeypatch.setattr(base, "_sft", sft)
-    monkeypatch.setattr(base, "protocol_examples", lambda processor, seed, n, family=None: [{"seed": seed}] * n)
+    monkeypatch.setattr(base, "protocol_examples", lambda processor, seed, n, family=None, zoom_share=None: [{"seed": seed}] * n)
     monkeypatch.setattr(base, "reading_check", lambda model, processor, seed, family=None: {"accuracy": next(checks),
                                                                                 "confusion": {}})
     return sft_calls
