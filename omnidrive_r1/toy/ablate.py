@@ -23,7 +23,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from omnidrive_r1.toy.report import _curve, _run
+from omnidrive_r1.toy.report import _curve, _end_call_rate, _run
 from omnidrive_r1.toy.toydrive import ensure_heldout
 
 ANSWER = "{name: answer_accuracy, weight: 1.0}"
@@ -40,7 +40,6 @@ BASES = {"shipped": None, "reluctant": 0.25}  # zoom_share of the base build (No
 # (base, questions): the grid's settings; each runs every reward for every seed
 SETTINGS = [("shipped", "all"), ("reluctant", "all"), ("reluctant", "open")]
 BASE_SEED = 0
-LAST_STEPS = 5  # the end-of-stage call rate is the mean over the last logged steps
 
 
 def base_dir(out: Path, base: str) -> Path:
@@ -94,11 +93,6 @@ def chain(out: Path, base: str, reward: str, seed: int, env: dict) -> dict:
         if questions == "open":
             result[questions]["open"] = _eval(final2, run / "eval-open", "open", env)
     return result
-
-
-def end_call_rate(run: Path) -> float:
-    rates = _curve(run, "tools/call_rate")[-LAST_STEPS:]
-    return sum(v for _, v in rates) / max(1, len(rates))
 
 
 def _stats(values: list[float]) -> tuple[float, float, float]:
@@ -263,8 +257,8 @@ def results_text(results: dict, bases: dict, seeds: list[int], out: Path, png: P
             f"| {base} | {questions} | {REWARD_TITLES[reward]} | {_fmt(figures(rs, 'mcq_accuracy'), '.1f')} | "
             f"{_fmt(figures(rs, 'open_answer_f1', 'open'), '.1f') if questions == 'open' else '-'} | "
             f"{_fmt(figures(rs, 'tool_calls_per_question'), '.2f')} | {_fmt(figures(rs, 'zoom_iou'), '.3f')} | "
-            f"{_fmt([end_call_rate(r['run1']) for r in rs], '.2f')} | "
-            f"{_fmt([end_call_rate(r['run2']) for r in rs], '.2f')} |")
+            f"{_fmt([_end_call_rate(r['run1']) for r in rs], '.2f')} | "
+            f"{_fmt([_end_call_rate(r['run2']) for r in rs], '.2f')} |")
     lines += ["", f"![call rate and answer reward over steps, per cell]({png.name})", "",
               "### The questions, read by the rule", ""]
 

@@ -17,6 +17,7 @@ from omnidrive_r1.eval.drivelmm import (
     our_mcq_correct,
     strict_mcq_letter,
 )
+from omnidrive_r1.rewards.answer_accuracy import token_f1
 
 
 class DriveLMM(Benchmark):
@@ -86,8 +87,6 @@ class DriveLMM(Benchmark):
                           mcq_correct_ours=our_mcq_correct(truth, letter),
                           mcq_correct_strict=our_mcq_correct(truth, strict))
         elif "response" in record:  # our generation of an open row: the training reward's token F1 of its answer
-            from omnidrive_r1.rewards.answer_accuracy import token_f1
-
             record["answer_f1"] = token_f1(record["answer"], record["final_answer"]) if record.get("answer") else 0.0
         record["correct"] = record.get("mcq_correct_ours") if record["is_mcq"] else None
         return record
