@@ -127,3 +127,17 @@ def test_every_cell_trains_with_its_own_base_and_reward(tmp_path):
             assert raw["rewards"][2]["model_name"] == f"local-dir:{out / 'reluctant-base' / 'clip'}"
     raw = load_recipe_dict("recipes/toy/stage1.yaml", ablate.toy_overrides(out, "shipped"))
     assert "zoom_share" not in raw["toy"]
+
+
+def test_a_seed_without_a_figure_is_named_not_averaged_away():
+    assert ablate._fmt([0.61, None, None], ".3f") == "0.610, 1 of 3 seeds"
+    assert ablate._fmt([0.5, 0.6, 0.7], ".2f") == "0.60 (0.50 to 0.70)"
+    assert ablate._fmt([None, None], ".2f") == "-"
+
+
+def test_writing_the_page_again_keeps_the_wall_time_of_the_run_that_did_the_work(tmp_path):
+    record = tmp_path / "wall.json"
+    first = ablate.wall_time(record, 79.2, 7.8, runs=61)
+    assert first == {"minutes": 79.2, "bases_minutes": 7.8, "runs": 61}
+    assert ablate.wall_time(record, 0.4, 0.1, runs=0) == first  # every run reused: the recorded time stands
+    assert ablate.wall_time(record, 12.0, 0.1, runs=3)["minutes"] == 12.0  # a resumed grid reports its own time

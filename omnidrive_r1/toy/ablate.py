@@ -23,7 +23,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from omnidrive_r1.toy.report import _curve, _end_call_rate, _run
+from omnidrive_r1.toy.report import _curve, _end_call_rate
+from omnidrive_r1.toy.report import _run as _run_once
 from omnidrive_r1.toy.toydrive import ensure_heldout
 
 ANSWER = "{name: answer_accuracy, weight: 1.0}"
@@ -40,6 +41,16 @@ BASES = {"shipped": None, "reluctant": 0.25}  # zoom_share of the base build (No
 # (base, questions): the grid's settings; each runs every reward for every seed
 SETTINGS = [("shipped", "all"), ("reluctant", "all"), ("reluctant", "open")]
 BASE_SEED = 0
+
+
+# the wall seconds of every command this invocation ran (runs found finished are not run again, so not counted)
+RAN: list[float] = []
+
+
+def _run(args: list[str], log: Path, env: dict | None = None) -> float:
+    seconds = _run_once(args, log, env)
+    RAN.append(seconds)
+    return seconds
 
 
 def base_dir(out: Path, base: str) -> Path:
@@ -99,12 +110,14 @@ def _stats(values: list[float]) -> tuple[float, float, float]:
     return sum(values) / len(values), min(values), max(values)
 
 
-def _fmt(values: list[float], fmt: str) -> str:
-    values = [v for v in values if v is not None]
-    if not values:
+def _fmt(values: list[float | None], fmt: str) -> str:
+    """Mean (smallest to largest); seeds without the figure (no greedy tool call: no box to score) are named."""
+    present = [v for v in values if v is not None]
+    if not present:
         return "-"
-    mean, lo, hi = _stats(values)
-    return f"{mean:{fmt}} ({lo:{fmt}} to {hi:{fmt}})" if len(values) > 1 else format(mean, fmt)
+    mean, lo, hi = _stats(present)
+    text = f"{mean:{fmt}} ({lo:{fmt}} to {hi:{fmt}})" if len(present) > 1 else format(mean, fmt)
+    return text if len(present) == len(values) else f"{text}, {len(present)} of {len(values)} seeds"
 
 
 def compare(a: list[float], b: list[float]) -> str:
@@ -190,9 +203,12 @@ def main(argv: list[str] | None = None) -> int:
     env = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     started = time.time()
     ensure_heldout()
+    RAN.clear()
     for base, share in BASES.items():  # the bases first (cached: a copy when built before)
         _run(["models", "toy-base", "--out", str(base_dir(out, base)), "--seed", str(BASE_SEED),
               *(["--zoom-share", str(share)] if share else [])], out / f"{base}-base.log")
+    bases_minutes = sum(RAN) / 60
+    RAN.clear()
     bases = {}
     for base in BASES:
         policy = base_dir(out, base) / "policy"
@@ -215,14 +231,24 @@ def main(argv: list[str] | None = None) -> int:
 
     with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
         results = dict(pool.map(run, jobs))
-    minutes = (time.time() - started) / 60
-    text = results_text(results, bases, args.seeds, out, doc.with_suffix(".png"), minutes, args.jobs)
+    timing = wall_time(out / "wall.json", (time.time() - started) / 60, bases_minutes, len(RAN))
+    text = results_text(results, bases, args.seeds, out, doc.with_suffix(".png"), timing, args.jobs)
     write_results(doc, text)
-    print(f"wrote the results into {doc} ({minutes:.0f} minutes)")
+    print(f"wrote the results into {doc} ({timing['minutes']:.0f} minutes)")
     return 0
 
 
-def results_text(results: dict, bases: dict, seeds: list[int], out: Path, png: Path, minutes: float,
+def wall_time(record: Path, minutes: float, bases_minutes: float, runs: int) -> dict:
+    """The wall time of the invocation that ran the grid's runs, kept in `record`: an invocation that found every
+    run finished (it only writes the page again) reports the recorded time, not its own minute."""
+    if runs or not record.exists():
+        timing = {"minutes": round(minutes, 1), "bases_minutes": round(bases_minutes, 1), "runs": runs}
+        record.write_text(json.dumps(timing) + "\n")
+        return timing
+    return json.loads(record.read_text())
+
+
+def results_text(results: dict, bases: dict, seeds: list[int], out: Path, png: Path, timing: dict,
                  jobs: int) -> str:
     import platform
 
@@ -236,8 +262,10 @@ def results_text(results: dict, bases: dict, seeds: list[int], out: Path, png: P
         return [r[source].get(key) for r in rs]
 
     lines = [f"Run by `make ablate` on {platform.platform()} with {os.cpu_count()} CPU cores, {jobs} chains at once: "
-             f"**{minutes:.0f} minutes** (runs already in `{out}` are reused, not timed). Mean over RL seeds "
-             f"{', '.join(map(str, seeds))}, smallest to largest in brackets.", "",
+             f"**{timing['minutes']:.0f} minutes** in all, of which {timing['bases_minutes']:.0f} building or copying "
+             f"the bases, then {timing['runs']} training and evaluation runs (runs found finished in `{out}` are "
+             f"reused, not timed). Mean over RL seeds {', '.join(map(str, seeds))}, "
+             "smallest to largest in brackets.", "",
              "### The bases", "",
              "| base | MCQ (%), greedy | calls / question, greedy | calls / question, sampled at temperature 1 | "
              "MCQ (%), sampled | zoom IoU, greedy | open-row F1 (%), greedy |", "|---" * 7 + "|"]
@@ -274,7 +302,9 @@ def results_text(results: dict, bases: dict, seeds: list[int], out: Path, png: P
                 continue
             va, vb = figures(a, key, source), figures(b, key, source)
             if any(v is None for v in va + vb):
-                lines.append(f"- {what}: no figure")
+                counts = " and ".join(f"{sum(v is not None for v in vs)} of {len(vs)} seeds" for vs in (va, vb))
+                lines.append(f"- {what}: not comparable by the rule (the figure exists for {counts}: a seed that "
+                             "never calls the tool greedily has no zoom box to score)")
                 continue
             lines.append(f"- {what}: {compare(va, vb)}")
         lines.append("")
