@@ -5,6 +5,12 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+# CI draws the same property-test examples on every run (`HYPOTHESIS_PROFILE=ci`, set by .ci/run); a local run
+# keeps the random search, so new draws can still find what the fixed ones miss.
+settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 
 @pytest.fixture(scope="session", autouse=True)
