@@ -177,13 +177,18 @@ def _default_out(model: str | None, results: str | None, benchmark: str = "drive
 
 def cmd_eval(args) -> int:
     from omnidrive_r1.errors import UserError
-    from omnidrive_r1.eval.run import evaluate, score_results
+    from omnidrive_r1.eval.run import evaluate, score_choice_results, score_results
     from omnidrive_r1.rollout import RolloutSettings
 
     judge = _judge_config(args)
+    if args.results and args.benchmark != "drivelmm":
+        if not args.data:
+            raise UserError(f"--results needs --data, the {args.benchmark} data the results answer")
+        score_choice_results(args.results, args.data, benchmark=args.benchmark, judge_config=judge,
+                             out=args.out or _default_out(None, args.results, args.benchmark),
+                             overwrite=args.overwrite)
+        return 0
     if args.results:
-        if args.benchmark != "drivelmm":
-            raise UserError("--results scores an official DriveLMM-o1 results file; leave out --benchmark")
         if not args.data:
             raise UserError("--results needs --data, the DriveLMM-o1 test JSON the results answer")
         score_results(args.results, args.data, judge_config=judge, out=args.out or _default_out(None, args.results),
@@ -295,10 +300,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Roll the policy out with its tools on a benchmark's rows (as the recipe that trained it did) "
                     "and score it. DriveLMM-o1 (the default): MCQ answers parsed with the official rules and ours, "
                     "the reasoning optionally judged on 12 metrics with any OpenAI-compatible endpoint; with "
-                    "--results, score any model's official-format results file instead. V* Bench: accuracy with "
-                    "the options in file order (as published) and over every rotation of them, zoom IoU against "
-                    "the target boxes. HR-Bench 4K/8K: accuracy per category averaged over the option cycles, a "
-                    "yes/no judge optional. Writes OUT/{rows.jsonl, summary.json, summary.md, summary.png}; an "
+                    "--results, score any model's official-format results file instead. V* Bench: DeepEyes' "
+                    "protocol (rules, then a judge; rule-only without one) and our reading, with the options in "
+                    "file order (as published) and over every rotation of them, zoom IoU against the target boxes. "
+                    "HR-Bench 4K/8K: the official protocol (a yes/no judge on every row, mean over cycles), "
+                    "DeepEyes' scorer and our reading. --results with --benchmark vstar|hrbench scores answers made "
+                    "elsewhere (JSON or JSON lines rows with an id and a text). Writes OUT/{rows.jsonl, summary.json, summary.md, summary.png}; an "
                     "interrupted run resumes where it stopped.",
         epilog="examples:\n  omnidrive-r1 eval --model outputs/toy/stage2/final\n"
                "  omnidrive-r1 eval --model outputs/toy/stage2/final --benchmark vstar    # toydrive in V* format\n"
@@ -309,10 +316,13 @@ def build_parser() -> argparse.ArgumentParser:
                "      --images-root /data/nuscenes --judge-url http://127.0.0.1:8000/v1 \\\n"
                "      --official-script ~/DriveLMM-o1/evaluation/evaluation_script.py\n"
                "  omnidrive-r1 eval --results their_results.json --data /data/DriveLMM-o1/test.json \\\n"
+               "      --judge-url http://127.0.0.1:8000/v1 --judge-model gpt-4o-mini\n"
+               "  omnidrive-r1 eval --results answers.jsonl --benchmark hrbench --data /data/hr_bench_4k.tsv \\\n"
                "      --judge-url http://127.0.0.1:8000/v1 --judge-model gpt-4o-mini",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     ev.add_argument("--model", help="model directory or hub id to roll out")
-    ev.add_argument("--results", help="score this official-format results file instead of generating")
+    ev.add_argument("--results", help="score this results file instead of generating: DriveLMM-o1's official format, "
+                                      "or for vstar/hrbench rows {\"idx\": ..., \"response\": ...} (docs/benchmarks.md)")
     ev.add_argument("--benchmark", choices=benchmark_names(), default="drivelmm",
                     help="which benchmark (default drivelmm); each reads its published format from --data")
     ev.add_argument("--data", help="DriveLMM-o1 JSON, V* Bench folder or HR-Bench TSV (default: toydrive in that "

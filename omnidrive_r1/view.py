@@ -51,7 +51,7 @@ def _eval_frames(folder: Path, records: list[dict]) -> dict[str, str]:
     from omnidrive_r1.data.loaders import load_drivelmm
 
     run = json.loads((folder / "run.json").read_text())
-    if "data" not in run:
+    if "data" not in run or run.get("benchmark", "drivelmm") != "drivelmm":  # only DriveLMM-o1 records predate it
         return {}
     try:
         ds, _ = load_drivelmm(run["data"], stitched_dir=run.get("stitched_dir"), skip_bad=True, progress=False)
@@ -67,6 +67,35 @@ def _gt_boxes(record: dict) -> list:
     return record.get("gt_boxes") or ([record["gt_box"]] if record.get("gt_box") else [])
 
 
+def _verdict(value, *, by_rule: bool) -> str:
+    if value is None:
+        return "no verdict (no judge)" if not by_rule else "n/a"
+    return ("right" if value else "wrong") + (" (rule)" if by_rule else " (judge)")
+
+
+def protocol_notes(folder: Path) -> list[str]:
+    """What the page says about the figures of an evaluation folder: which are rule-only stand-ins, and which
+    published protocol could not be computed without a judge."""
+    try:
+        summary = json.loads((folder / "summary.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return []
+    notes = []
+    for key in ("deepeyes_protocol", "official_protocol"):
+        p = summary.get(key)
+        if not isinstance(p, dict):
+            continue
+        name = p.get("protocol", key)
+        if p.get("rule_only"):
+            notes.append(f"{name}: rule-only figure {p.get('accuracy') or 0:.1f}%, not the published protocol "
+                         f"({p.get('undecided_without_judge')} rows its rules leave to a judge counted wrong)")
+        elif p.get("computed") is False:
+            notes.append(f"{name}: not computed (no judge)")
+        elif p.get("accuracy") is not None:
+            notes.append(f"{name}: {p['accuracy']:.1f}%" + (f", judge {p['judge_model']}" if p.get("judge_model") else ""))
+    return notes
+
+
 def _eval_rows(folder: Path) -> list[dict]:
     name = "rows.jsonl" if (folder / "rows.jsonl").exists() else "generations.jsonl"
     records = read_jsonl(folder / name)
@@ -80,6 +109,11 @@ def _eval_rows(folder: Path) -> list[dict]:
         elif "options" in r:  # V* Bench, HR-Bench
             scores.update({k: r[k] for k in ("category", "cycle_category", "rotation", "truth_letter", "letter")
                            if k in r})
+            for name, key, rule in (("DeepEyes protocol", "protocol_correct", "rule_verdict"),
+                                    ("DeepEyes scorer", "deepeyes_correct", "deepeyes_rule_verdict"),
+                                    ("official (judge)", "official_correct", None)):
+                if key in r:
+                    scores[name] = _verdict(r.get(key), by_rule=rule is not None and r.get(rule) is not None)
         judge = (r.get("judge") or {}).get("scores") or {}
         if "Overall Score" in judge:
             scores["judge overall"] = judge["Overall Score"]
@@ -227,7 +261,8 @@ def _card(row: dict, frame_id: str | None, frame_size, crops: list[str | None]) 
             f'<pre>{html.escape(row["response"])}</pre></details></div></div>')
 
 
-def render(rows: list[dict], title: str, *, frame_side: int = 960, crop_side: int = 240, progress=None) -> str:
+def render(rows: list[dict], title: str, *, frame_side: int = 960, crop_side: int = 240, progress=None,
+           notes: list[str] = ()) -> str:
     """The page for `rows` (from `read_rows`)."""
     frames: dict[str, str] = {}
     ids: dict[str, str] = {}
@@ -266,7 +301,8 @@ def render(rows: list[dict], title: str, *, frame_side: int = 960, crop_side: in
             f"<style>{STYLE}</style></head><body><header><h1>{html.escape(title)}</h1>"
             f'{buttons} <span class="meta"><span id="shown">{len(rows)}</span> of {len(rows)} rows shown ({summary})'
             f'</span>{slider}<div class="meta">orange: the zoom box the policy asked for (mapped to the frame\'s '
-            f"pixels); red dashed: a failed call; green dashed: the ground truth</div></header>"
+            f"pixels); red dashed: a failed call; green dashed: the ground truth</div>"
+            + "".join(f'<div class="meta note">{html.escape(n)}</div>' for n in notes) + "</header>"
             f'{"".join(cards)}<script type="application/json" id="frames">{frames_json}</script>'
             f"<script>{SCRIPT}</script></body></html>")
 
@@ -285,7 +321,7 @@ def write_view(folder: str | Path, out: str | Path | None = None, *, max_rows: i
     out = Path(out) if out else folder / "view.html"
     title = f"{folder.resolve().name if folder.name in ('', '.') else folder.name}: {kind}, {len(rows)} rows"
     with tqdm(total=len(rows), desc="view", unit="row") as bar:
-        page = render(rows, title, progress=bar.update)
+        page = render(rows, title, progress=bar.update, notes=protocol_notes(folder) if kind == "eval" else [])
     out.write_text(page, encoding="utf-8")
     return {"out": str(out), "kind": kind, "rows": len(rows), "bytes": out.stat().st_size,
             "seconds": time.perf_counter() - t0}

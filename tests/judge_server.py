@@ -4,10 +4,13 @@ What it answers is scripted by a keyword in the judged text: `MALFORMED-ONCE`, `
 (answers after the client's timeout), `ALWAYS-BAD` (never valid), `NO-SCHEMA` (refuses response_format),
 `NO-OVERALL` (scores without an Overall Score), `SCALE-100` (an Overall Score out of 100), `FENCED` (the JSON
 inside ``` fences, which Python's literal_eval cannot read); otherwise every metric gets the number after
-`SCORE=` (default 7). Asked the yes/no question, it says yes unless the text holds `JUDGE-NO`. Every request is recorded with its raw body bytes.
+`SCORE=` (default 7). Asked the yes/no question it says yes, and the consistency question `Judgement: 1`, unless
+the text holds `JUDGE-NO`; with `verdicts="content"` it decides both by a rule a test can compute by hand
+(`content_verdict`). Every request is recorded with its raw body bytes.
 """
 
 import json
+import re
 import threading
 import time
 from collections import Counter
@@ -25,8 +28,23 @@ def _text(body) -> str:
     return content if isinstance(content, str) else "".join(b.get("text", "") for b in content)
 
 
+def content_verdict(reference: str, answer: str) -> bool:
+    """The stand-in judge of `verdicts="content"`: the reference is "X. option text" or a bare letter "X"; the
+    answer (tags and thinking removed) is right when it opens with the letter X as a word (case-sensitive),
+    says "answer is X", or holds the option's text (any case)."""
+    answer = re.sub(r"<think>.*?</think>", " ", answer, flags=re.S).replace("<answer>", " ").replace("</answer>", " ")
+    letter, _, text = reference.strip().partition(". ")
+    return bool(re.match(rf"^\W*{re.escape(letter)}\b", answer.strip()) or f"answer is {letter}" in answer
+                or (text and text.lower() in answer.lower()))
+
+
+def _between(text: str, start: str, end: str | None) -> str:
+    tail = text.split(start, 1)[1]
+    return tail.split(end, 1)[0] if end else tail
+
+
 class JudgeServer:
-    def __init__(self, timeout_delay=1.5):
+    def __init__(self, timeout_delay=1.5, verdicts="always"):
         self.requests, self.seen = [], Counter()
         self.lock = threading.Lock()
         server = self
@@ -52,8 +70,19 @@ class JudgeServer:
                     return self._send(400, {"error": "response_format not supported"})
                 if "ALWAYS-BAD" in user or ("MALFORMED-ONCE" in user and n == 1):
                     return self._reply("{not json")
-                if "yes or no" in str(body["messages"][0]["content"]):  # the yes/no layout
-                    return self._reply("No." if "JUDGE-NO" in user else "Yes.")
+                system = str(body["messages"][0]["content"])
+                if "yes or no" in system:  # the yes/no layout
+                    right = "JUDGE-NO" not in user
+                    if verdicts == "content":
+                        right = content_verdict(_between(user, "Correct option:\n", "\n\nModel's answer:"),
+                                                _between(user, "Model's answer:\n", None))
+                    return self._reply("Yes." if right else "No.")
+                if "Judgement: 1" in system:  # the consistency layout
+                    right = "JUDGE-NO" not in user
+                    if verdicts == "content":
+                        right = content_verdict(_between(user, "Standard answer: ", "\nModel's answer: "),
+                                                _between(user, "\nModel's answer: ", "\nJudgement:"))
+                    return self._reply(f"Judgement: {int(right)}")
                 value = float(user.split("SCORE=")[1].split()[0]) if "SCORE=" in user else 7.0
                 reply = scores(value, overall=value * 10 if "SCALE-100" in user else None)
                 if "NO-OVERALL" in user:

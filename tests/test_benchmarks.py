@@ -13,9 +13,10 @@ from PIL import Image
 from omnidrive_r1.data.loaders import DataError
 from omnidrive_r1.errors import UserError
 from omnidrive_r1.eval import benchmarks
-from omnidrive_r1.eval.benchmarks import choice_letter, choice_prompt, rotations
+from omnidrive_r1.eval.benchmarks import choice_prompt, rotations
 from omnidrive_r1.eval.benchmarks.hrbench import COLUMNS, cycle_figures
 from omnidrive_r1.eval.benchmarks.vstar import figures
+from omnidrive_r1.eval.choice_reading import read_choice
 from omnidrive_r1.toy.benchmarks import generate_hrbench, generate_vstar
 
 
@@ -41,11 +42,11 @@ def test_rotations_put_the_right_option_at_every_position():
     ("light blue", "B"),
 ])
 def test_a_reply_is_read_as_one_option_or_none(reply, letter):
-    assert choice_letter(reply, ["red", "blue", "green", "white"]) == letter
+    assert read_choice(reply, ["red", "blue", "green", "white"]) == letter
 
 
 def test_an_option_inside_a_longer_one_counts_once():
-    assert choice_letter("upper left", ["left", "upper left"]) == "B"
+    assert read_choice("upper left", ["left", "upper left"]) == "B"
     assert choice_prompt("Which?", ["x", "y"]) == "Which? A) x B) y"
 
 
@@ -56,7 +57,7 @@ def _vstar_record(item, category, rotation, n, correct):
     answer = truth if correct else "ABCD"[(rotation + 1) % n]
     return benchmarks.get("vstar").score({"idx": f"{item}#r{rotation}", "item": item, "category": category,
                                           "rotation": rotation, "options": [f"o{i}" for i in range(n)],
-                                          "truth_letter": truth, "answer": answer})
+                                          "truth_letter": truth, "response": f"<answer>{answer}</answer>"})
 
 
 def test_vstar_scoring_equals_a_hand_computation():
@@ -75,7 +76,7 @@ def test_vstar_scoring_equals_a_hand_computation():
 def test_a_policy_that_always_says_a_gets_100_in_file_order_and_0_rotated(tmp_path):
     bench = benchmarks.get("vstar")
     loaded = bench.load(str(generate_vstar(tmp_path / "vs", items=3)))
-    records = [bench.score({"idx": r["idx"], **r["fields"], "answer": "A"}) for r in loaded.rows]
+    records = [bench.score({"idx": r["idx"], **r["fields"], "response": "<answer>A</answer>"}) for r in loaded.rows]
     got = figures(records)
     assert got["items"] == 6 and got["accuracy_file_order"] == 100.0 and got["accuracy_rotated"] == 0.0
 
@@ -219,19 +220,19 @@ def test_hrbench_end_to_end_with_the_yes_no_judge(tiny_policy_dir, tmp_path):
     finally:
         server.close()
     assert summary["rows_evaluated"] == 8 and set(summary["cycles"]) == {f"cycle{k}" for k in range(4)}
-    assert summary["accuracy_judge"] == 100.0 and summary["judge_failures"] == 0  # the test judge says yes
+    official = summary["official_protocol"]
+    assert official["accuracy"] == 100.0 and official["judge_failures"] == 0  # the test judge says yes
     assert set(summary["by_category"]) == {"FSP", "FCP"}
-    asked = server.requests[0]["body"]["messages"]
-    assert "yes or no" in asked[0]["content"] and "Correct option:" in asked[1]["content"]
+    asked = [r["body"]["messages"] for r in server.requests if "yes or no" in r["body"]["messages"][0]["content"]]
+    assert len(asked) == 8 and all("Correct option:" in a[1]["content"] for a in asked)  # the official: every row
     assert "judge" in (tmp_path / "e" / "summary.md").read_text()
 
 
 @pytest.mark.parametrize("args, why", [
     (["--benchmark", "vstar", "--mcq-only"], "DriveLMM-o1's"),
-    (["--benchmark", "vstar", "--judge-url", "http://127.0.0.1:9/v1", "--judge-model", "m"], "scored by rule"),
     (["--benchmark", "hrbench", "--judge-url", "http://127.0.0.1:9/v1", "--official-script", "x.py"],
      "DriveLMM-o1's reasoning judge"),
-    (["--benchmark", "vstar", "--results", "r.json", "--data", "d.json"], "leave out --benchmark"),
+    (["--benchmark", "vstar", "--results", "r.json"], "--results needs --data, the vstar data"),
 ])
 def test_options_of_another_benchmark_are_refused_by_name(args, why, tiny_policy_dir, capsys):
     from omnidrive_r1.cli import main

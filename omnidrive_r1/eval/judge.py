@@ -1,14 +1,17 @@
 """The judge over any OpenAI-compatible chat-completions endpoint: DriveLMM-o1's 12-metric reasoning judge, and
 a yes/no correctness check for multiple-choice benchmarks (HR-Bench's official scoring asks one).
 
-Three request layouts (`docs/evaluation.md`):
+Four request layouts (`docs/evaluation.md`, `docs/benchmarks.md`):
 - `ours` (the default): the project's own prompt (same metrics and 1-10 bands as the official one) and a
   user message that labels the reference steps and answer;
 - `official`: the DriveLMM-o1 request byte for byte (system prompt, one text block `Question: ...\nGround
   Truth: ...\nLLM Response: ...`, model, temperature, max tokens, response schema), for numbers that stand
   next to the published ones. The official system prompt is the authors' writing and is not shipped: it is
   read from the user's own copy of the official `evaluation_script.py` (`--official-script`);
-- `yesno`: is this answer to the question correct, given the right option? (`JudgeConfig.yes_no`)
+- `yesno`: is this answer to the question correct, given the right option? (`JudgeConfig.yes_no`; HR-Bench's
+  official scoring asks every row this, and counts a reply starting with "yes")
+- `consistency`: do the model's answer and the standard answer agree? replied as `Judgement: 1` or `0`
+  (`JudgeConfig.consistency`; the question DeepEyes' V* and HR-Bench scorers ask of what their rules leave open)
 
 Strict JSON-schema output when the server accepts it; bounded concurrency; retries with exponential backoff
 on HTTP errors, timeouts and malformed JSON. A row that still fails is returned as a failure with its reason:
@@ -30,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from omnidrive_r1.errors import UserError
+from omnidrive_r1.eval.choice_reading import judgement_verdict
 from omnidrive_r1.eval.drivelmm import METRICS, OVERALL
 
 JUDGE_PROMPT = """You grade the reasoning of a driving assistant about a multi-camera driving scene.
@@ -69,6 +73,14 @@ OFFICIAL_MODEL = "gpt-4o-mini"
 YES_NO_PROMPT = """You check answers to multiple-choice questions about an image. You get the question with its
 options, the correct option, and a model's answer. Decide whether the model's answer picks the correct option
 (by its letter or by its content). Reply with one word: yes or no."""
+
+
+CONSISTENCY_PROMPT = """You compare two answers to the same question about an image: the standard answer and an
+answer taken from a model's output. They are consistent when they mean the same thing, however differently they
+are worded (a letter that names the standard option, the option's words, or a short phrase such as "green" for
+"The light is green." all agree with it); they are not consistent when the model's answer picks another option,
+says the opposite, or says nothing that settles the question.
+Reply with exactly one line: "Judgement: 1" if they are consistent, "Judgement: 0" if not."""
 
 
 def official_system_prompt(script: str | Path) -> str:
@@ -123,6 +135,18 @@ class JudgeConfig:
         return cls(url=url, model=model, prompt=YES_NO_PROMPT, layout="yesno", json_schema=False, max_tokens=10,
                    prompt_source="the project's yes/no prompt", **kwargs)
 
+    @classmethod
+    def consistency(cls, url: str, model: str, **kwargs) -> JudgeConfig:
+        """Do two answers agree? (read as `choice_reading.judgement_verdict` reads it: {"correct": 1.0 or 0.0})"""
+        return cls(url=url, model=model, prompt=CONSISTENCY_PROMPT, layout="consistency", json_schema=False,
+                   max_tokens=10, prompt_source="the project's consistency prompt (Judgement: 1 or 0)", **kwargs)
+
+    def as_layout(self, layout: str) -> JudgeConfig:
+        """The same endpoint and settings asking another question (`yesno` or `consistency`)."""
+        make = {"yesno": JudgeConfig.yes_no, "consistency": JudgeConfig.consistency}[layout]
+        return make(self.url, self.model, api_key_env=self.api_key_env, temperature=self.temperature,
+                    timeout=self.timeout, retries=self.retries, backoff=self.backoff, concurrency=self.concurrency)
+
     def identity(self) -> dict:
         """What decides a judge's answers (a re-run with another identity judges again)."""
         return {"url": self.url, "model": self.model, "layout": self.layout, "prompt": self.prompt,
@@ -147,6 +171,9 @@ class JudgeError(Exception):
 def judge_messages(config: JudgeConfig, question: str, steps: str, final_answer: str, response: str) -> list[dict]:
     if config.layout == "yesno":
         user = f"Question:\n{question}\n\nCorrect option:\n{final_answer}\n\nModel's answer:\n{response}"
+        return [{"role": "system", "content": config.prompt}, {"role": "user", "content": user}]
+    if config.layout == "consistency":
+        user = f"Question: {question}\nStandard answer: {final_answer}\nModel's answer: {response}\nJudgement:"
         return [{"role": "system", "content": config.prompt}, {"role": "user", "content": user}]
     if config.layout == "official":
         text = f"Question: {question}\nGround Truth: {official_ground_truth(steps, final_answer)}\nLLM Response: {response}"
@@ -191,7 +218,8 @@ def parse_scores(text: str) -> dict:
 
 
 def parse_verdict(text: str) -> dict:
-    """A yes/no reply as {"correct": 1.0} or {"correct": 0.0}.
+    """A yes/no reply as {"correct": 1.0} or {"correct": 0.0}; the official HR-Bench reading (`yes_verdict`: a
+    reply starting with "yes" is right) is applied to the raw reply separately.
 
     >>> parse_verdict("Yes."), parse_verdict("**no**")
     ({'correct': 1.0}, {'correct': 0.0})
@@ -200,6 +228,18 @@ def parse_verdict(text: str) -> dict:
     if words and words[0] in ("yes", "no"):
         return {"correct": 1.0 if words[0] == "yes" else 0.0}
     raise JudgeError(f"the judge did not answer yes or no: {text.strip()[:60]!r}")
+
+
+def parse_judgement(text: str) -> dict:
+    """A consistency reply as {"correct": 1.0 or 0.0}, read as DeepEyes' scorer reads it (`judgement_verdict`);
+    a reply with no "Judgement:" that is not exactly 1 or 0 is asked again, then counted as a failure.
+
+    >>> parse_judgement("Judgement: 1"), parse_judgement("0")
+    ({'correct': 1.0}, {'correct': 0.0})
+    """
+    if "Judgement:" not in text and text.strip() not in ("0", "1"):
+        raise JudgeError(f"the judge gave no Judgement: {text.strip()[:60]!r}")
+    return {"correct": 1.0 if judgement_verdict(text) else 0.0}
 
 
 class Judge:
@@ -240,7 +280,7 @@ class Judge:
             reply = None
             try:
                 reply = self._post(messages)
-                parse = parse_verdict if self.config.layout == "yesno" else parse_scores
+                parse = {"yesno": parse_verdict, "consistency": parse_judgement}.get(self.config.layout, parse_scores)
                 return Judgment(idx, parse(reply), attempts=attempt, reply=reply)
             except JudgeError as e:
                 error = str(e)

@@ -136,21 +136,42 @@ def plot_summary(summary: dict, path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def plot_published(published: dict, this_run: dict, path: Path, title: str, ylabel: str) -> None:
-    """Bars: each published result, then this run's figures (`this_run`: label -> percent or None)."""
+def protocol_line(name: str, p: dict) -> str:
+    """One sentence on how a published protocol's figure came about (`benchmarks.protocol_status`)."""
+    line = (f"{name}: {p['decided_by_rule']} rows decided by its rules, {p['asked_judge']} asked of the judge"
+            + (f" ({p['judge_model']})" if p.get("judge_model") else ""))
+    if p["judge_failures"]:
+        line += f", {p['judge_failures']} without a verdict (counted wrong)"
+    if p["rule_only"]:
+        line += (f". **Rule-only figure, not the published protocol**: {p['undecided_without_judge']} rows its rules "
+                 "leave to a judge are counted wrong; pass --judge-url and --judge-model for the protocol's figure")
+    return line + "."
+
+
+def plot_published(published: dict, this_run: dict, path: Path, title: str, ylabel: str, *,
+                   rule_only: set = frozenset()) -> None:
+    """Bars: each published result, then this run's figures (`this_run`: label -> percent or None; None is drawn
+    as "n/a"). A label in `rule_only` is hatched and marked: a rule-only stand-in, not the published protocol."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = [*published, *(f"this run ({k})" for k in this_run)]
+    names = [*published, *(f"this run: {k}" + ("\n(rule-only, not the\npublished protocol)" if k in rule_only else "")
+                           for k in this_run)]
     values = [*published.values(), *((v or 0.0) for v in this_run.values())]
-    colours = ["#999999"] * len(published) + ["#4c72b0", "#dd8452", "#55a868"][:len(this_run)]
-    fig, ax = plt.subplots(figsize=(max(5, 1.3 * len(names)), 4))
-    ax.bar(range(len(names)), values, color=colours)
+    missing = [False] * len(published) + [v is None for v in this_run.values()]
+    colours = ["#999999"] * len(published) + ["#4c72b0", "#dd8452", "#55a868", "#c44e52"][:len(this_run)]
+    hatches = [""] * len(published) + ["//" if k in rule_only else "" for k in this_run]
+    fig, ax = plt.subplots(figsize=(max(5, 1.4 * len(names)), 4.4))
+    bars = ax.bar(range(len(names)), values, color=colours)
+    for bar, hatch in zip(bars, hatches):
+        bar.set_hatch(hatch)
+        if hatch:
+            bar.set_alpha(0.55)
     for i, v in enumerate(values):
-        ax.text(i, v + 1, f"{v:.1f}", ha="center", fontsize=8)
-    ax.set_xticks(range(len(names)), names, rotation=15, ha="right", fontsize=8)
+        ax.text(i, v + 1, "n/a" if missing[i] else f"{v:.1f}", ha="center", fontsize=8)
+    ax.set_xticks(range(len(names)), names, rotation=15, ha="right", fontsize=7)
     ax.set_ylim(0, 100)
     ax.set_ylabel(ylabel)
     ax.set_title(f"{ylabel}: {title}", fontsize=10)

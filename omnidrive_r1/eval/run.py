@@ -1,6 +1,6 @@
 """`omnidrive-r1 eval`: roll a policy out on a benchmark's rows (DriveLMM-o1 by default; `--benchmark vstar`,
-`hrbench`: the modules of `omnidrive_r1/eval/benchmarks/`), or read any model's official DriveLMM-o1 results
-file, and score it (`docs/evaluation.md`). What is shared by every benchmark lives here:
+`hrbench`: the modules of `omnidrive_r1/eval/benchmarks/`), or read a results file made anywhere (DriveLMM-o1's
+official format; V* Bench and HR-Bench: `docs/benchmarks.md`), and score it (`docs/evaluation.md`). What is shared by every benchmark lives here:
 
 OUT/run.json           what produced the generations (benchmark, model and weights, rollout settings, data): a
                        re-run with anything else refuses instead of mixing two models' answers
@@ -89,29 +89,43 @@ def make_record(row: dict, rollout) -> dict:
     return record
 
 
-def judge_rows(records: list[dict], judge_config, out: Path, bench) -> dict[str, dict]:
-    """Judge every row not yet judged by this same judge; returns idx -> judgment (with its raw reply)."""
+def judge_config_for(kind: str, base):
+    """The judge request of one kind: DriveLMM-o1's reasoning judge as configured, or the same endpoint asking a
+    yes/no (`yesno`) or consistency (`consistency`) question."""
+    return base if kind == "drivelmm" else base.as_layout(kind)
+
+
+def judge_rows(records: list[dict], judge_config, out: Path, bench) -> dict[str, dict[str, dict]]:
+    """Ask the judge what the benchmark asks of each row (`bench.judge_asks`: one request per kind, none for a
+    row its rules decide), skipping rows this same judge already answered; returns idx -> kind -> judgment (with
+    its raw reply)."""
     from tqdm.auto import tqdm
 
     from omnidrive_r1.eval.judge import Judge
 
-    judge_key = content_key(judge_config.identity())
-    judged = {r["idx"]: r for r in read_jsonl(out / "judgments.jsonl") if r.get("judge") == judge_key}
-    done = {idx for idx, r in judged.items() if r.get("scores")}
-    pending = [r for r in records if r["idx"] not in done]
-    if done:
-        print(f"resuming: {len(done)} rows already judged, {len(pending)} to go")
+    asks = {r["idx"]: bench.judge_asks(r) for r in records}
+    judged: dict[str, dict[str, dict]] = {}
     append = Appender(out / "judgments.jsonl")
+    for kind in sorted({k for per_row in asks.values() for k in per_row}):
+        config = judge_config_for(kind, judge_config)
+        judge_key = content_key(config.identity())
+        before = {r["idx"]: r for r in read_jsonl(out / "judgments.jsonl")
+                  if r.get("judge") == judge_key and r.get("kind", bench.judge) == kind}
+        for idx, r in before.items():
+            judged.setdefault(idx, {})[kind] = r
+        done = {idx for idx, r in before.items() if r.get("scores")}
+        items = [per_row[kind] for idx, per_row in asks.items() if kind in per_row and idx not in done]
+        if done:
+            print(f"resuming ({kind} judge): {len(done)} rows already judged, {len(items)} to go")
 
-    def keep(j):
-        row = {"idx": j.idx, "judge": judge_key, "scores": j.scores, "error": j.error, "attempts": j.attempts,
-               "reply": j.reply}
-        append(row)
-        judged[j.idx] = row
+        def keep(j, kind=kind, judge_key=judge_key):
+            row = {"idx": j.idx, "kind": kind, "judge": judge_key, "scores": j.scores, "error": j.error,
+                   "attempts": j.attempts, "reply": j.reply}
+            append(row)
+            judged.setdefault(j.idx, {})[kind] = row
 
-    items = [bench.judge_item(r) for r in pending]
-    with tqdm(total=len(items), desc="judging", unit="row") as bar:
-        Judge(judge_config).judge_many(items, on_done=lambda j: (keep(j), bar.update()))
+        with tqdm(total=len(items), desc=f"judging ({kind})", unit="row") as bar:
+            Judge(config).judge_many(items, on_done=lambda j, keep=keep: (keep(j), bar.update()))
     return judged
 
 
@@ -120,10 +134,11 @@ def finish(records: list[dict], out: Path, *, bench, judge_config, title: str, a
     records = [bench.score(r) for r in records]
     judged = judge_rows(records, judge_config, out, bench) if judge_config is not None else {}
     for r in records:
-        j = judged.get(r["idx"])
-        r["judge"] = {k: j[k] for k in ("scores", "error", "attempts")} if j else None
+        per_kind = judged.get(r["idx"], {})
+        r["judge"] = {kind: {k: j[k] for k in ("scores", "error", "attempts")} for kind, j in per_kind.items()}
+        r["judge"] = r["judge"].get(bench.judge) if bench.judge == "drivelmm" else r["judge"] or None
         if judge_config is not None:
-            bench.judged(r, j)
+            bench.judged(r, per_kind)
     with open(out / "rows.jsonl", "w") as f:
         for r in records:
             f.write(json.dumps(r) + "\n")
@@ -266,3 +281,74 @@ def score_results(results: str | Path, data: str | Path, *, judge_config=None, o
                   "results_file": str(results)}
     return finish(records, out, bench=benchmarks.get("drivelmm"), judge_config=judge_config, title=results.name,
                   accounting=accounting)
+
+
+RESULT_ID_KEYS = ("idx", "index", "id")
+RESULT_TEXT_KEYS = ("response", "prediction", "llm-response", "pred_ans", "output")
+
+
+def read_results(results: Path) -> list[dict]:
+    """A results file's rows: a JSON list, a JSON object keyed by id, or JSON lines."""
+    try:
+        text = results.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"{results}: not readable ({e})") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        try:
+            data = [json.loads(line) for line in text.splitlines() if line.strip()]
+        except json.JSONDecodeError as e:
+            raise UserError(f"{results}: neither JSON nor JSON lines ({e})") from None
+    if isinstance(data, dict):
+        data = [{"idx": k, **(v if isinstance(v, dict) else {"response": v})} for k, v in data.items()]
+    if not isinstance(data, list):
+        raise UserError(f"{results}: expected a list of rows, each with an id ({', '.join(RESULT_ID_KEYS)}) "
+                        f"and a text ({', '.join(RESULT_TEXT_KEYS)})")
+    return data
+
+
+def score_choice_results(results: str | Path, data: str | Path, *, benchmark: str, judge_config=None,
+                         out: str | Path, overwrite: bool = False) -> dict:
+    """Score a results file made elsewhere (another framework, a served model) on a multiple-choice benchmark
+    (`vstar`, `hrbench`): each row an id of the benchmark's data and the model's text, generating nothing and
+    needing no image. Rows of the data without a response are counted, never guessed."""
+    bench = benchmarks.get(benchmark)
+    out, results = Path(out), Path(results)
+    loaded = bench.load(str(data), images=False)
+    rows = {r["idx"]: r for r in loaded.rows}
+    items = read_results(results)
+    claim_output_dir(out, {"benchmark": bench.name, "results": str(results.resolve()),
+                           "results_file": [results.stat().st_size, results.stat().st_mtime_ns],
+                           "data": str(Path(data).resolve())}, overwrite)
+    answered: dict[str, dict] = {}
+    skipped = Counter()
+    for i, item in enumerate(items):
+        given = next((item[k] for k in RESULT_ID_KEYS if isinstance(item, dict) and k in item), None)
+        text = next((item[k] for k in RESULT_TEXT_KEYS if isinstance(item, dict) and k in item), None)
+        if given is None or not isinstance(text, str):
+            raise UserError(f"{results}, row {i}: needs an id ({' or '.join(RESULT_ID_KEYS)}) and a text "
+                            f"({' or '.join(RESULT_TEXT_KEYS)})")
+        idx = bench.result_row(str(given), rows)
+        if idx is None:
+            skipped["not in the benchmark's data"] += 1
+            continue
+        if idx in answered:
+            raise UserError(f"{results}, row {i}: {given!r} answers row {idx!r} a second time")
+        row = rows[idx]
+        answered[idx] = {"idx": idx, "question": row["question"], **row.get("fields", {}), "response": text,
+                         "answer": None, "tool_calls": [], "malformed_tool_calls": 0,
+                         "gt_boxes": row.get("gt_boxes") or [], "frame": row.get("image")}
+    rotated = any(r.get("rotation", 0) for r in answered.values())
+    # a file that answers the file order only (V*'s published way) leaves the other rotations out by design
+    expected = [idx for idx, r in rows.items() if rotated or r.get("fields", {}).get("rotation", 0) == 0]
+    if missing := sum(idx not in answered for idx in expected):
+        skipped["no response in the results file"] = missing
+    if not answered:
+        raise UserError(f"{results}: no row names a row of {data} (ids such as {next(iter(rows), '?')!r})")
+    print(f"{results}: {len(answered)} responses scored against {data}" + (
+        " (" + ", ".join(f"{n} {why}" for why, n in skipped.items()) + ")" if skipped else ""))
+    records = [answered[idx] for idx in rows if idx in answered]
+    accounting = {"rows_in_test_set": loaded.rows_in_file, "skipped": {**dict(loaded.skipped), **skipped},
+                  "results_file": str(results), "data": str(data)}
+    return finish(records, out, bench=bench, judge_config=judge_config, title=results.name, accounting=accounting)

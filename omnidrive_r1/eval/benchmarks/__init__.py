@@ -13,12 +13,10 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-import re
 from collections import Counter
 from dataclasses import dataclass, field
 
 from omnidrive_r1.errors import UserError
-from omnidrive_r1.protocol import mcq_letter
 
 LETTERS = "ABCDEFGH"
 
@@ -38,7 +36,8 @@ class Benchmark:
 
     name = ""  # what --benchmark takes
     title = ""  # what summaries call it
-    judge = None  # None, "drivelmm" (the 12-metric reasoning judge) or "yesno" (does the response answer it?)
+    judge = None  # None, or the kind of question its judge is asked: "drivelmm" (the 12-metric reasoning judge),
+    # "yesno" (does the response answer it correctly?), "consistency" (do two answers agree?); see judge_asks
     headline: tuple = ()  # summary keys printed at the end of a run
 
     def default_data(self) -> str:
@@ -46,20 +45,22 @@ class Benchmark:
         raise UserError(f"--data is needed: {self.title} has no toydrive set")
 
     def load(self, data: str, *, images_root: str | None = None, limit: int | None = None,
-             system_prompt: str | None = None, **options) -> Loaded:
-        """The rows of `data`, each prompt opened by `system_prompt` (the policy family's; None: the default)."""
+             system_prompt: str | None = None, images: bool = True, **options) -> Loaded:
+        """The rows of `data`, each prompt opened by `system_prompt` (the policy family's; None: the default);
+        `images=False` reads what scoring needs without the images (`eval --results`)."""
         raise NotImplementedError
 
     def score(self, record: dict) -> dict:
         """The row's own figures; at least `correct` (True, False, or None for a row not scored by rule)."""
         raise NotImplementedError
 
-    def judge_item(self, record: dict) -> dict:
-        """What the judge is shown: idx, question, steps, final_answer, response."""
-        raise NotImplementedError
+    def judge_asks(self, record: dict) -> dict[str, dict]:
+        """What the judge is asked about a scored row, by kind of question ("drivelmm", "yesno", "consistency"):
+        each an item with idx, question, steps, final_answer, response. A row the rules decide asks nothing."""
+        return {}
 
-    def judged(self, record: dict, judgment: dict | None) -> None:
-        """Read the judge's row-level outcome into the record (after `record["judge"]` is set)."""
+    def judged(self, record: dict, judgments: dict[str, dict]) -> None:
+        """Read the judge's outcomes (kind -> judgment with its raw reply) into the record."""
 
     def summarise(self, records: list[dict], judge_config, accounting: dict) -> dict:
         raise NotImplementedError
@@ -67,6 +68,10 @@ class Benchmark:
     def write_outputs(self, records: list[dict], summary: dict, out, title: str) -> None:
         """summary.md and summary.png (summary.json and rows.jsonl are written for every benchmark)."""
         raise NotImplementedError
+
+    def result_row(self, given: str, rows: dict[str, dict]) -> str | None:
+        """The row (`rows`: idx -> row) a results file's id names (`eval --results`); None when none."""
+        return given if given in rows else None
 
     def produced_by(self, **options) -> dict:
         """Options of `load` that change which rows are evaluated (kept in run.json)."""
@@ -105,40 +110,15 @@ def rotations(options: list[str], right: int = 0) -> list[tuple[list[str], str]]
     return out
 
 
-def _norm(text: str) -> str:
-    return re.sub(r"[^a-z0-9 ]+", "", text.lower()).strip()
-
-
-def choice_letter(text: str | None, options: list[str]) -> str | None:
-    """The option a reply chose: its letter ("B", "B.", "(b)", "B) text"), or, without a letter, the one option
-    whose text the reply is (or holds, when exactly one option's text occurs in it). None when undecidable.
-
-    >>> choice_letter("B. red", ["blue", "red"]), choice_letter("It is red.", ["blue", "red"])
-    ('B', 'B')
-    >>> choice_letter("blue or red", ["blue", "red"]) is None
-    True
-    """
-    if not text:
-        return None
-    letter = mcq_letter(text)
-    if letter is not None:
-        return letter if LETTERS.index(letter) < len(options) else None
-    said = _norm(text)
-    exact = [i for i, o in enumerate(options) if _norm(o) == said]
-    if len(exact) == 1:
-        return LETTERS[exact[0]]
-    inside = [i for i, o in enumerate(options) if _norm(o) and re.search(rf"\b{re.escape(_norm(o))}\b", said)]
-    # an option whose text holds another's ("left" in "upper left") counts once: keep the longest
-    inside = [i for i in inside if not any(j != i and _norm(options[i]) in _norm(options[j]) for j in inside)]
-    return LETTERS[inside[0]] if len(inside) == 1 else None
-
-
-def reply_text(record: dict) -> str | None:
-    """What a record answered: its `<answer>`, or the last line of the response when it wrote none."""
-    if record.get("answer") is not None:
-        return record["answer"]
-    response = (record.get("response") or "").strip()
-    return response.splitlines()[-1] if response else None
+def protocol_status(rows: list[dict], key: str, rule_key: str, judge_on: bool) -> dict:
+    """How a published protocol's verdicts (`key`) came about over `rows`: decided by its rules (`rule_key` not
+    None), asked of the judge, left undecided because no judge was given, or failed at the judge. A row without
+    a verdict counts as wrong in the figures; `rule_only` says the figure is not the published protocol's."""
+    open_rows = [r for r in rows if r.get(rule_key) is None]
+    no_verdict = sum(r.get(key) is None for r in open_rows)
+    return {"decided_by_rule": len(rows) - len(open_rows), "asked_judge": len(open_rows) if judge_on else 0,
+            "undecided_without_judge": 0 if judge_on else len(open_rows),
+            "judge_failures": no_verdict if judge_on else 0, "rule_only": not judge_on and bool(open_rows)}
 
 
 def percent(values: list) -> float | None:

@@ -91,12 +91,13 @@ class DriveLMM(Benchmark):
         record["correct"] = record.get("mcq_correct_ours") if record["is_mcq"] else None
         return record
 
-    def judge_item(self, record: dict) -> dict:
-        return {"idx": record["idx"], "question": record["question"], "steps": record["steps"],
-                "final_answer": record["final_answer"], "response": record["llm_response"]}
+    def judge_asks(self, record: dict) -> dict[str, dict]:
+        return {"drivelmm": {"idx": record["idx"], "question": record["question"], "steps": record["steps"],
+                             "final_answer": record["final_answer"], "response": record["llm_response"]}}
 
-    def judged(self, record: dict, judgment: dict | None) -> None:
+    def judged(self, record: dict, judgments: dict[str, dict]) -> None:
         # what the official script would make of the same reply: None drops the row from its figures
+        judgment = judgments.get("drivelmm")
         record["official_scores"] = official_reply_scores(judgment.get("reply")) if judgment else None
 
     def summarise(self, records, judge_config, accounting) -> dict:

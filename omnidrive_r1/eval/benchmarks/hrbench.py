@@ -1,14 +1,19 @@
-"""HR-Bench 4K / 8K: multiple choice on 4K and 8K images (`docs/evaluation.md`).
+"""HR-Bench 4K / 8K: multiple choice on 4K and 8K images (`docs/benchmarks.md`).
 
-The published file is one TSV: `index, question, answer (the right letter), A, B, C, D, category (FSP: single
-instance, FCP: cross instance), cycle_category, image (base64)`; each question appears once per rotation of
-its options, and `cycle_category` names the rotation a row belongs to. An `image` field that holds another row's
-index (as VLMEvalKit writes repeated images) means that row's image.
+The published file is one TSV: `index, question, answer (the right letter), A, B, C, D, category (`single`:
+fine-grained single-instance perception, FSP; `cross`: cross-instance, FCP), cycle_category, image (base64)`;
+each question appears once per rotation of its options, and `cycle_category` names the rotation a row belongs
+to. An `image` field that holds another row's index (as VLMEvalKit writes repeated images) means that row's image.
 
-Scoring follows the official order: accuracy per category within each cycle, then the mean over the cycles
-(per category, and overall from each cycle's accuracy over all its rows). The official scoring asks a judge
-model whether the response answers the question; here the letter is read by rule (`choice_letter`), and with
-`--judge-url` / `--judge-model` a judge asks the same yes/no question and its figures are reported beside ours.
+Three figures, each named by how it reads answers:
+- **official** (the protocol behind the published numbers of Qwen2.5-VL-7B and Mini-o3): a judge model is asked
+  of every row whether the whole answer is correct, a reply starting with "yes" counts; accuracy per category
+  within each cycle, then the mean over the cycles (a category missing from a cycle still counts that cycle).
+  Needs `--judge-url`; without a judge there is no official figure.
+- **DeepEyes' scorer** (behind DeepEyes' published numbers): its rules (`choice_reading.deepeyes_rule`), a
+  consistency judge for the rest; accuracy per category over all rows, overall the mean of the categories, no
+  cycles. Without a judge it is marked rule-only.
+- **ours** (`accuracy`): the letter read by our rule (`choice_reading.read_choice`), averaged as the official one.
 """
 
 from __future__ import annotations
@@ -28,16 +33,24 @@ from omnidrive_r1.eval.benchmarks import (
     LETTERS,
     Benchmark,
     Loaded,
-    choice_letter,
     choice_prompt,
     percent,
-    reply_text,
+    protocol_status,
+)
+from omnidrive_r1.eval.choice_reading import (
+    deepeyes_rule,
+    final_turn,
+    published_prediction,
+    read_choice,
+    yes_verdict,
 )
 
 COLUMNS = ("index", "question", "answer", "A", "B", "C", "D", "category", "cycle_category", "image")
-# published accuracy (%), official scoring (`docs/evaluation.md`)
-PUBLISHED = {"4K": {"Qwen2.5-VL-7B": 68.2, "DeepEyes": 73.2, "Mini-o3": 77.5},
-             "8K": {"Qwen2.5-VL-7B": 62.7, "DeepEyes": 69.5, "Mini-o3": 73.3}}
+# published accuracy (%) and the protocol that produced it (`docs/benchmarks.md`)
+PUBLISHED = {"4K": {"Qwen2.5-VL-7B": (68.2, "official"), "DeepEyes": (73.2, "deepeyes"), "Mini-o3": (77.5, "official")},
+             "8K": {"Qwen2.5-VL-7B": (62.7, "official"), "DeepEyes": (69.5, "deepeyes"), "Mini-o3": (73.3, "official")}}
+PROTOCOLS = {"official": "the official HR-Bench protocol (a judge on every row, mean over cycles)",
+             "deepeyes": "DeepEyes' HR-Bench scorer (rules, then a judge; mean of the categories)"}
 
 
 class RowError(Exception):
@@ -83,7 +96,7 @@ def image_file(encoded: str, cache: Path) -> Path:
     return path
 
 
-def _row(raw: dict, images: dict, cache: Path) -> dict:
+def _row(raw: dict, images: dict, cache: Path | None) -> dict:
     index = (raw.get("index") or "").strip()
     question = (raw.get("question") or "").strip()
     if not index or not question:
@@ -102,7 +115,7 @@ def _row(raw: dict, images: dict, cache: Path) -> dict:
     if not encoded:
         raise RowError("bad image", "no image")
     return {"idx": index, "question": question, "options": options, "truth_letter": truth,
-            "image": str(image_file(encoded, cache)), "category": (raw.get("category") or "").strip() or "none",
+            "image": str(image_file(encoded, cache)) if cache else None, "category": (raw.get("category") or "").strip() or "none",
             "cycle": (raw.get("cycle_category") or "").strip() or "none"}
 
 
@@ -110,7 +123,7 @@ class HRBench(Benchmark):
     name = "hrbench"
     title = "HR-Bench"
     judge = "yesno"
-    headline = ("rows_evaluated", "accuracy", "by_category", "accuracy_judge", "judge_failures",
+    headline = ("rows_evaluated", "accuracy", "by_category", "official_protocol", "deepeyes_protocol",
                 "tool_calls_per_question")
 
     def default_data(self) -> str:
@@ -118,7 +131,7 @@ class HRBench(Benchmark):
 
         return str(ensure_hrbench())
 
-    def load(self, data, *, images_root=None, limit=None, system_prompt=None, **options) -> Loaded:
+    def load(self, data, *, images_root=None, limit=None, system_prompt=None, images=True, **options) -> Loaded:
         from omnidrive_r1.cache import cache_root
         from omnidrive_r1.data.loaders import conversation
 
@@ -133,7 +146,7 @@ class HRBench(Benchmark):
             skipped["left out by --limit"] = total - limit
             raws = raws[:limit]
         rows, seen = [], set()
-        cache = cache_root() / "hrbench-images"
+        cache = cache_root() / "hrbench-images" if images else None
         for n, raw in enumerate(raws):
             try:
                 row = _row(raw, images, cache)
@@ -149,7 +162,8 @@ class HRBench(Benchmark):
             rows.append({"idx": row["idx"], "prompt": conversation(text, **opening), "image": row["image"], "question": text,
                          "gt_boxes": [],
                          "fields": {"category": row["category"], "cycle_category": row["cycle"],
-                                    "options": row["options"], "truth_letter": row["truth_letter"], "truth": truth}})
+                                    "options": row["options"], "truth_letter": row["truth_letter"], "truth": truth,
+                                    "item_question": row["question"]}})
         if not rows:
             raise DataError(f"{path}: no usable rows")
         note = f"{path}: kept {len(rows)} of {total} rows"
@@ -158,62 +172,96 @@ class HRBench(Benchmark):
         return Loaded(rows, total, skipped, note)
 
     def score(self, record: dict) -> dict:
-        letter = choice_letter(reply_text(record), record["options"])
-        record.update(letter=letter, correct=letter == record["truth_letter"])
+        """Our reading (`correct`) and what DeepEyes' rules decide (`deepeyes_correct`: None leaves it to the
+        judge); the official verdict (`official_correct`) comes from the judge alone."""
+        response = record.get("response") or ""
+        truth = record["truth_letter"]
+        letter = read_choice(response, record["options"])
+        prediction = published_prediction(response)
+        rule = deepeyes_rule(prediction, truth, record["options"][LETTERS.index(truth)], benchmark="hrbench")
+        record.update(letter=letter, correct=letter == truth, prediction=prediction, deepeyes_rule_verdict=rule,
+                      deepeyes_correct=rule, official_correct=None)
         return record
 
-    def judge_item(self, record: dict) -> dict:
-        return {"idx": record["idx"], "question": record["question"], "steps": "", "final_answer": record["truth"],
-                "response": reply_text(record) or record.get("response") or ""}
+    def judge_asks(self, record: dict) -> dict[str, dict]:
+        # official: every row, the whole final answer, the question with its options and the right option
+        asks = {"yesno": {"idx": record["idx"], "question": record["question"], "steps": "",
+                          "final_answer": record["truth"], "response": final_turn(record.get("response")).strip()}}
+        if record["deepeyes_rule_verdict"] is None:  # DeepEyes: its own question text, the right letter alone
+            asks["consistency"] = {"idx": record["idx"], "question": record.get("item_question") or record["question"],
+                                   "steps": "", "final_answer": record["truth_letter"],
+                                   "response": record["prediction"]}
+        return asks
 
-    def judged(self, record: dict, judgment: dict | None) -> None:
-        scores = (judgment or {}).get("scores")
-        record["judge_correct"] = bool(scores["correct"]) if scores else None
+    def judged(self, record: dict, judgments: dict[str, dict]) -> None:
+        official = judgments.get("yesno")
+        record["official_correct"] = yes_verdict(official["reply"]) if official and official.get("reply") else None
+        if record["deepeyes_rule_verdict"] is None:
+            j = judgments.get("consistency")
+            record["deepeyes_correct"] = bool(j["scores"]["correct"]) if j and j.get("scores") else None
 
     def summarise(self, records, judge_config, accounting) -> dict:
         from omnidrive_r1.eval.report import tool_figures
 
-        summary = {"benchmark": self.title, "rows_evaluated": len(records), **cycle_figures(records, "correct")}
-        if judge_config is not None:
-            judge = cycle_figures(records, "judge_correct")
-            summary.update(accuracy_judge=judge["accuracy"], by_category_judge=judge["by_category"],
-                           judge_model=judge_config.model,
-                           judge_failures=sum(r.get("judge_correct") is None for r in records))
-        return {**summary, **tool_figures(records), "rows_skipped": accounting.get("skipped", {}),
+        judge_on = judge_config is not None
+        model = judge_config.model if judge_on else None
+        official = {"protocol": PROTOCOLS["official"], "judge_model": model, "computed": judge_on,
+                    **(cycle_figures(records, "official_correct") if judge_on else {"accuracy": None, "by_category": {}}),
+                    "decided_by_rule": 0, "asked_judge": len(records) if judge_on else 0,
+                    "undecided_without_judge": 0 if judge_on else len(records), "rule_only": False,
+                    "judge_failures": sum(r.get("official_correct") is None for r in records) if judge_on else 0}
+        deepeyes = {"protocol": PROTOCOLS["deepeyes"], "judge_model": model, **category_mean(records, "deepeyes_correct"),
+                    **protocol_status(records, "deepeyes_correct", "deepeyes_rule_verdict", judge_on)}
+        return {"benchmark": self.title, "rows_evaluated": len(records), **cycle_figures(records, "correct"),
+                "official_protocol": official, "deepeyes_protocol": deepeyes, **tool_figures(records),
+                "rows_skipped": accounting.get("skipped", {}),
                 **{k: v for k, v in accounting.items() if k != "skipped"}}
 
     def write_outputs(self, records, summary, out, title) -> None:
-        from omnidrive_r1.eval.report import fmt, plot_published, tool_lines
+        from omnidrive_r1.eval.report import fmt, plot_published, protocol_line, tool_lines
 
-        s = summary
+        s, off, de = summary, summary["official_protocol"], summary["deepeyes_protocol"]
         split = resolution(s.get("data", ""))
         lines = [f"# HR-Bench{' ' + split if split else ''}: {title}", "",
                  f"{s['rows_evaluated']} rows in {len(s['cycles'])} cycles.", ""]
         if s["rows_skipped"]:
             lines += ["Not evaluated:", *[f"- {n} {why}" for why, n in s["rows_skipped"].items()], ""]
-        judged = "accuracy_judge" in s
-        lines += ["| category | accuracy, letter by rule (%) |" + (" accuracy, judge (%) |" if judged else ""),
-                  "|---|---|" + ("---|" if judged else "")]
-        for cat, acc in s["by_category"].items():
-            lines.append(f"| {cat} | {fmt(acc)} |" + (f" {fmt(s['by_category_judge'].get(cat))} |" if judged else ""))
-        lines.append(f"| mean over cycles | {fmt(s['accuracy'])} |" + (f" {fmt(s['accuracy_judge'])} |" if judged else ""))
-        lines += ["", "Per cycle (accuracy % per category):", "", "| cycle | " + " | ".join(s["by_category"]) + " | all |",
-                  "|---|" + "---|" * (len(s["by_category"]) + 1)]
+        de_head = "DeepEyes' scorer, rules only (%)" if de["rule_only"] else "DeepEyes' scorer (%)"
+        categories = sorted(set(s["by_category"]) | set(de["by_category"]))
+        lines += [f"| category | official protocol (%) | {de_head} | ours, letter by rule (%) |", "|---|---|---|---|"]
+        for cat in categories:
+            lines.append(f"| {cat} | {fmt(off['by_category'].get(cat))} | {fmt(de['by_category'].get(cat))} "
+                         f"| {fmt(s['by_category'].get(cat))} |")
+        lines.append(f"| overall | {fmt(off['accuracy'])} | {fmt(de['accuracy'])} | {fmt(s['accuracy'])} |")
+        lines += ["", "Official and ours: accuracy per category within each cycle, then the mean over the cycles. "
+                  "DeepEyes' scorer: accuracy per category over all rows, overall the mean of the categories.", ""]
+        if off["computed"]:
+            lines.append(f"Official protocol: the judge ({off['judge_model']}) was asked about every row's whole answer"
+                         + (f"; {off['judge_failures']} rows without a verdict count as wrong." if off["judge_failures"]
+                            else "."))
+        else:
+            lines.append("Official protocol: **not computed** (it asks a judge about every row; pass --judge-url and "
+                         "--judge-model).")
+        lines += ["", protocol_line("DeepEyes' scorer", de), "",
+                  "Per cycle (ours, accuracy % per category):", "",
+                  "| cycle | " + " | ".join(s["by_category"]) + " | all |", "|---|" + "---|" * (len(s["by_category"]) + 1)]
         for cycle, c in s["cycles"].items():
             lines.append(f"| {cycle} | " + " | ".join(fmt(c["by_category"].get(cat)) for cat in s["by_category"])
                          + f" | {fmt(c['accuracy'])} |")
-        if judged:
-            lines += ["", f"Judge: {s['judge_model']} asked whether each answer is correct; {s['judge_failures']} rows "
-                      "without a verdict count as wrong."]
         lines += ["", *tool_lines(s)]
         published = PUBLISHED.get(split, {})
         if published:
-            lines += ["", f"Published (HR-Bench {split}, %): " + ", ".join(f"{k} {v}" for k, v in published.items())]
+            lines += ["", f"Published (HR-Bench {split}, %): " + ", ".join(
+                f"{k} {v} ({'official protocol' if how == 'official' else 'DeepEyes scorer'})"
+                for k, (v, how) in published.items())]
         (Path(out) / "summary.md").write_text("\n".join(lines) + "\n")
-        bars = {"letter by rule": s["accuracy"]}
-        if judged:
-            bars["judge"] = s["accuracy_judge"]
-        plot_published(published, bars, Path(out) / "summary.png", title, f"HR-Bench {split} accuracy (%)".replace("  ", " "))
+        de_label = "DeepEyes' rules only" if de["rule_only"] else "DeepEyes' scorer"
+        bars = {"official protocol" if off["computed"] else "official protocol (no judge)": off["accuracy"],
+                de_label: de["accuracy"], "ours, letter by rule": s["accuracy"]}
+        plot_published({f"{k} ({'official' if how == 'official' else 'DeepEyes scorer'})": v
+                        for k, (v, how) in published.items()}, bars, Path(out) / "summary.png", title,
+                       f"HR-Bench {split} accuracy (%)".replace("  ", " "),
+                       rule_only={de_label} if de["rule_only"] else set())
 
 
 def resolution(data: str) -> str:
@@ -224,7 +272,8 @@ def resolution(data: str) -> str:
 
 def cycle_figures(records: list[dict], key: str) -> dict:
     """Accuracy (%) per category within each cycle, then each category's mean over the cycles; overall: the mean
-    over cycles of each cycle's accuracy over all its rows. A row whose `key` is None counts as wrong."""
+    over cycles of each cycle's accuracy over all its rows. A category missing from a cycle still counts that
+    cycle in the denominator, as the official scoring does. A row whose `key` is None counts as wrong."""
     cycles: dict[str, list[dict]] = defaultdict(list)
     for r in records:
         cycles[r["cycle_category"]].append(r)
@@ -236,13 +285,21 @@ def cycle_figures(records: list[dict], key: str) -> dict:
                            "by_category": {c: percent([r.get(key) is True for r in rows if r["category"] == c])
                                            for c in categories if any(r["category"] == c for r in rows)}}
 
-    def mean(values):
-        values = [v for v in values if v is not None]
-        return sum(values) / len(values) if values else None
+    def mean_over_cycles(values):
+        return sum(v for v in values if v is not None) / len(per_cycle) if per_cycle else None
 
-    return {"accuracy": mean([c["accuracy"] for c in per_cycle.values()]),
-            "by_category": {cat: mean([c["by_category"].get(cat) for c in per_cycle.values()]) for cat in categories},
+    return {"accuracy": mean_over_cycles([c["accuracy"] for c in per_cycle.values()]),
+            "by_category": {cat: mean_over_cycles([c["by_category"].get(cat) for c in per_cycle.values()])
+                            for cat in categories},
             "cycles": per_cycle}
+
+
+def category_mean(records: list[dict], key: str) -> dict:
+    """DeepEyes' HR-Bench arithmetic: accuracy (%) per category over all its rows (no cycles), overall the mean of
+    the categories' accuracies. A row whose `key` is None counts as wrong."""
+    categories = sorted({r["category"] for r in records})
+    by = {c: percent([r.get(key) is True for r in records if r["category"] == c]) for c in categories}
+    return {"accuracy": sum(by.values()) / len(by) if by else None, "by_category": by}
 
 
 BENCHMARK = HRBench()

@@ -9,6 +9,10 @@ rotation 0 is the file's order). Two accuracies come out:
 - `accuracy_file_order`: rotation 0 only, the options listed in the file's order as DeepEyes' evaluation lists
   them, so the right letter is always A. Comparable to published numbers; a policy that always says A gets 100.
 - `accuracy_rotated`: an item counts only when every rotation of it is answered right (that policy gets 0).
+Beside them, the figure of the protocol behind the published numbers (DeepEyes' V* evaluation, file order):
+its rules decide what they can (`choice_reading.deepeyes_rule`) and a judge model is asked the rest
+(`--judge-url`, the consistency question). Without a judge that figure is marked rule-only: the rows its rules
+leave open count as wrong, and the summary, the plot and the view say so.
 Zoom IoU: per row, each target's best IoU over the row's zoom boxes, averaged over the targets.
 """
 
@@ -21,18 +25,20 @@ from pathlib import Path
 from omnidrive_r1.data.loaders import DataError
 from omnidrive_r1.errors import UserError
 from omnidrive_r1.eval.benchmarks import (
+    LETTERS,
     Benchmark,
     Loaded,
-    choice_letter,
     choice_prompt,
     percent,
-    reply_text,
+    protocol_status,
     rotations,
 )
+from omnidrive_r1.eval.choice_reading import deepeyes_rule, published_prediction, read_choice
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
-# published V* overall accuracy (%), options in file order (`docs/evaluation.md`)
+# published V* overall accuracy (%), options in file order, DeepEyes' protocol (`docs/benchmarks.md`)
 PUBLISHED = {"Qwen2.5-VL-7B": 75.5, "DeepEyes": 83.3, "Mini-o3": 88.2}
+PROTOCOL = "DeepEyes' V* protocol (rules, then a judge)"
 
 
 class ItemError(Exception):
@@ -41,7 +47,7 @@ class ItemError(Exception):
         self.reason = reason
 
 
-def _item(path: Path) -> dict:
+def _item(path: Path, images: bool = True) -> dict:
     """One item's JSON, checked; the image beside it found."""
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
@@ -60,7 +66,7 @@ def _item(path: Path) -> dict:
                                                       for v in b) and b[2] > 0 and b[3] > 0 for b in boxes):
         raise ItemError("bad bbox", f"`bbox` must list [x, y, w, h] boxes with w, h > 0, got {boxes!r:.80}")
     image = next((path.with_suffix(s) for s in IMAGE_SUFFIXES if path.with_suffix(s).exists()), None)
-    if image is None:
+    if image is None and images:
         raise ItemError("missing image", f"no image {path.stem}{{{','.join(IMAGE_SUFFIXES)}}} beside it")
     targets = raw.get("target_object") or []
     return {"question": question.strip(), "options": [o.strip() for o in options], "image": image,
@@ -85,15 +91,16 @@ def item_files(root: Path) -> list[tuple[str, Path]]:
 class VStar(Benchmark):
     name = "vstar"
     title = "V* Bench"
+    judge = "consistency"
     headline = ("items", "rows_evaluated", "accuracy_file_order", "accuracy_rotated", "by_category",
-                "tool_calls_per_question", "zoom_iou")
+                "deepeyes_protocol", "tool_calls_per_question", "zoom_iou")
 
     def default_data(self) -> str:
         from omnidrive_r1.toy.benchmarks import ensure_vstar
 
         return str(ensure_vstar())
 
-    def load(self, data, *, images_root=None, limit=None, system_prompt=None, **options) -> Loaded:
+    def load(self, data, *, images_root=None, limit=None, system_prompt=None, images=True, **options) -> Loaded:
         from omnidrive_r1.data.loaders import conversation
 
         opening = {"system_prompt": system_prompt} if system_prompt else {}
@@ -107,7 +114,7 @@ class VStar(Benchmark):
         rows = []
         for category, path in files:
             try:
-                item = _item(path)
+                item = _item(path, images)
             except ItemError as e:
                 print(f"{path}: {e}; skipped")
                 skipped[e.reason] += 1
@@ -115,11 +122,12 @@ class VStar(Benchmark):
             name = f"{category}/{path.stem}"
             for k, (order, truth) in enumerate(rotations(item["options"])):
                 text = choice_prompt(item["question"], order)
-                rows.append({"idx": f"{name}#r{k}", "prompt": conversation(text, **opening), "image": str(item["image"]),
+                rows.append({"idx": f"{name}#r{k}", "prompt": conversation(text, **opening),
+                             "image": str(item["image"]) if item["image"] else None,
                              "question": text, "gt_boxes": item["gt_boxes"],
                              "fields": {"item": name, "category": category, "rotation": k, "options": order,
                                         "truth_letter": truth, "truth": f"{truth}. {item['options'][0]}",
-                                        "targets": item["targets"]}})
+                                        "item_question": item["question"], "targets": item["targets"]}})
         items = len({r["fields"]["item"] for r in rows})
         note = f"{data}: {items} items, {len(rows)} rows (every rotation of the options)"
         if skipped:
@@ -127,36 +135,85 @@ class VStar(Benchmark):
         return Loaded(rows, total, skipped, note)
 
     def score(self, record: dict) -> dict:
-        letter = choice_letter(reply_text(record), record["options"])
-        record.update(letter=letter, correct=letter == record["truth_letter"])
+        """Our reading (`correct`) and what DeepEyes' rules decide (`protocol_correct`: None leaves it to the
+        judge)."""
+        response = record.get("response") or ""
+        truth = record["truth_letter"]
+        letter = read_choice(response, record["options"])
+        prediction = published_prediction(response)
+        rule = deepeyes_rule(prediction, truth, record["options"][LETTERS.index(truth)], benchmark="vstar")
+        record.update(letter=letter, correct=letter == truth, prediction=prediction, rule_verdict=rule,
+                      protocol_correct=rule)
         return record
+
+    def judge_asks(self, record: dict) -> dict[str, dict]:
+        if record["rule_verdict"] is not None:
+            return {}
+        # as DeepEyes' scorer asks: the item's own question, the right option as "A. text", the prediction
+        return {"consistency": {"idx": record["idx"], "question": record.get("item_question") or record["question"],
+                                "steps": "", "final_answer": record["truth"], "response": record["prediction"]}}
+
+    def judged(self, record: dict, judgments: dict[str, dict]) -> None:
+        j = judgments.get("consistency")
+        if record["rule_verdict"] is None:
+            record["protocol_correct"] = bool(j["scores"]["correct"]) if j and j.get("scores") else None
+
+    def result_row(self, given: str, rows: dict[str, dict]) -> str | None:
+        """`category/stem#rK`, `category/stem` (file order) or a stem unique over the categories."""
+        for idx in (given, f"{given}#r0"):
+            if idx in rows:
+                return idx
+        found = [idx for idx in rows if idx.endswith("#r0") and idx[:-3].rsplit("/", 1)[-1] == given]
+        return found[0] if len(found) == 1 else None
 
     def summarise(self, records, judge_config, accounting) -> dict:
         from omnidrive_r1.eval.report import tool_figures
 
-        return {"benchmark": self.title, **figures(records), **tool_figures(records),
+        return {"benchmark": self.title, **figures(records),
+                "deepeyes_protocol": protocol_figures(records, judge_config), **tool_figures(records),
                 "rows_skipped": accounting.get("skipped", {}),
                 **{k: v for k, v in accounting.items() if k != "skipped"}}
 
     def write_outputs(self, records, summary, out, title) -> None:
-        from omnidrive_r1.eval.report import fmt, plot_published, tool_lines
+        from omnidrive_r1.eval.report import fmt, plot_published, protocol_line, tool_lines
 
-        s = summary
+        s, p = summary, summary["deepeyes_protocol"]
         lines = [f"# V* Bench: {title}", "", f"{s['items']} items, {s['rows_evaluated']} rows (each item once per "
                  "rotation of its options).", ""]
         if s["rows_skipped"]:
             lines += ["Not evaluated:", *[f"- {n} {why}" for why, n in s["rows_skipped"].items()], ""]
-        lines += ["| category | items | accuracy, file order (%) | accuracy, every rotation (%) |", "|---|---|---|---|"]
+        head = "DeepEyes' protocol, rules only (%)" if p["rule_only"] else "DeepEyes' protocol (%)"
+        lines += [f"| category | items | {head} | ours, file order (%) | ours, every rotation (%) |",
+                  "|---|---|---|---|---|"]
         for cat, c in s["by_category"].items():
-            lines.append(f"| {cat} | {c['items']} | {fmt(c['accuracy_file_order'])} | {fmt(c['accuracy_rotated'])} |")
-        lines.append(f"| overall | {s['items']} | {fmt(s['accuracy_file_order'])} | {fmt(s['accuracy_rotated'])} |")
-        lines += ["", "File order: the options as the file lists them (the right one is A), as published numbers are "
-                  "measured. Every rotation: an item counts only when it is answered right with the right option at "
-                  "each position.", "", *tool_lines(s),
-                  "", "Published (file order, %): " + ", ".join(f"{k} {v}" for k, v in PUBLISHED.items())]
+            lines.append(f"| {cat} | {c['items']} | {fmt(p['by_category'].get(cat))} | {fmt(c['accuracy_file_order'])} "
+                         f"| {fmt(c['accuracy_rotated'])} |")
+        lines.append(f"| overall | {s['items']} | {fmt(p['accuracy'])} | {fmt(s['accuracy_file_order'])} "
+                     f"| {fmt(s['accuracy_rotated'])} |")
+        lines += ["", protocol_line(PROTOCOL, p), "",
+                  "Ours: the options as the file lists them (the right one is A), read by our rule; every rotation: "
+                  "an item counts only when it is answered right with the right option at each position.", "",
+                  *tool_lines(s), "", "Published (DeepEyes' protocol, %): "
+                  + ", ".join(f"{k} {v}" for k, v in PUBLISHED.items())]
         (Path(out) / "summary.md").write_text("\n".join(lines) + "\n")
-        plot_published(PUBLISHED, {"file order": s["accuracy_file_order"], "every rotation": s["accuracy_rotated"]},
-                       Path(out) / "summary.png", title, "V* Bench accuracy (%)")
+        label = "DeepEyes' rules only" if p["rule_only"] else "DeepEyes' protocol"
+        plot_published({f"{k} (DeepEyes' protocol)": v for k, v in PUBLISHED.items()},
+                       {label: p["accuracy"], "ours, file order": s["accuracy_file_order"],
+                        "ours, every rotation": s["accuracy_rotated"]},
+                       Path(out) / "summary.png", title, "V* Bench accuracy (%)",
+                       rule_only={label} if p["rule_only"] else set())
+
+
+def protocol_figures(records: list[dict], judge_config) -> dict:
+    """DeepEyes' V* figure: file-order rows (rotation 0), per category and overall, each item right when its rules
+    or its judge say so; how each verdict came about (`protocol_status`)."""
+    rows = [r for r in records if r["rotation"] == 0]
+    categories = sorted({r["category"] for r in rows})
+    return {"protocol": PROTOCOL, "judge_model": judge_config.model if judge_config is not None else None,
+            "accuracy": percent([r.get("protocol_correct") is True for r in rows]),
+            "by_category": {c: percent([r.get("protocol_correct") is True for r in rows if r["category"] == c])
+                            for c in categories},
+            **protocol_status(rows, "protocol_correct", "rule_verdict", judge_config is not None)}
 
 
 def figures(records: list[dict]) -> dict:
