@@ -1,7 +1,7 @@
 """The judge over any OpenAI-compatible chat-completions endpoint: DriveLMM-o1's 12-metric reasoning judge, and
 a yes/no correctness check for multiple-choice benchmarks (HR-Bench's official scoring asks one).
 
-Four request layouts (`docs/evaluation.md`, `docs/benchmarks.md`):
+Four request layouts (DriveLMM-o1: `docs/evaluation.md`; V* Bench and HR-Bench: `docs/benchmarks.md`):
 - `ours` (the default): the project's own prompt (same metrics and 1-10 bands as the official one) and a
   user message that labels the reference steps and answer;
 - `official`: the DriveLMM-o1 request byte for byte (system prompt, one text block `Question: ...\nGround
