@@ -140,3 +140,12 @@ def test_logged_images_are_thumbnails_and_small_or_foreign_ones_pass_unchanged()
     assert thumbnail(small, 384) is small
     assert thumbnail("path/to.png", 384) == "path/to.png"
     assert thumbnail(Image.new("RGB", (3000, 10)), 384).size == (384, 1)
+
+
+def test_the_vision_attention_bench_builds_its_tower():
+    # its published-architecture import once broke unseen (the figure lives in the policy family's module now)
+    from omnidrive_r1.bench.vision import _tower
+    from omnidrive_r1.policies.qwen2_5_vl import QWEN2_5_VL_7B
+
+    tower, _ = _tower("cpu")
+    assert len(tower.blocks) == 8 and QWEN2_5_VL_7B["vision_config"]["depth"] == 32

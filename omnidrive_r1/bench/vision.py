@@ -20,7 +20,7 @@ def _tower(device: str):
     from transformers import Qwen2_5_VLConfig
     from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import Qwen2_5_VisionTransformerPretrainedModel
 
-    from omnidrive_r1.plan import QWEN2_5_VL_7B
+    from omnidrive_r1.policies.qwen2_5_vl import QWEN2_5_VL_7B
 
     vision = dict(QWEN2_5_VL_7B["vision_config"])
     if device == "cpu":
