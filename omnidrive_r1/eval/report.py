@@ -6,6 +6,7 @@ print from the same judge answers); our stricter figures carry their own keys (`
 
 from __future__ import annotations
 
+import textwrap
 from collections import Counter
 from pathlib import Path
 
@@ -157,13 +158,14 @@ def plot_published(published: dict, this_run: dict, path: Path, title: str, ylab
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = [*published, *(f"this run: {k}" + ("\n(rule-only, not the\npublished protocol)" if k in rule_only else "")
+    names = [*published, *(f"this run: {k}" + (" (rule-only, not the published protocol)" if k in rule_only else "")
                            for k in this_run)]
+    names = [textwrap.fill(n, 18) for n in names]
     values = [*published.values(), *((v or 0.0) for v in this_run.values())]
     missing = [False] * len(published) + [v is None for v in this_run.values()]
     colours = ["#999999"] * len(published) + ["#4c72b0", "#dd8452", "#55a868", "#c44e52"][:len(this_run)]
     hatches = [""] * len(published) + ["//" if k in rule_only else "" for k in this_run]
-    fig, ax = plt.subplots(figsize=(max(5, 1.4 * len(names)), 4.4))
+    fig, ax = plt.subplots(figsize=(max(5, 1.5 * len(names)), 4.8))
     bars = ax.bar(range(len(names)), values, color=colours)
     for bar, hatch in zip(bars, hatches):
         bar.set_hatch(hatch)
@@ -171,7 +173,7 @@ def plot_published(published: dict, this_run: dict, path: Path, title: str, ylab
             bar.set_alpha(0.55)
     for i, v in enumerate(values):
         ax.text(i, v + 1, "n/a" if missing[i] else f"{v:.1f}", ha="center", fontsize=8)
-    ax.set_xticks(range(len(names)), names, rotation=15, ha="right", fontsize=7)
+    ax.set_xticks(range(len(names)), names, fontsize=7)
     ax.set_ylim(0, 100)
     ax.set_ylabel(ylabel)
     ax.set_title(f"{ylabel}: {title}", fontsize=10)
