@@ -20,6 +20,14 @@ def _size(text: str) -> tuple[int, int]:
     return w, h
 
 
+def toy_default_data(benchmark: str) -> str:
+    """The data `eval` and `rollout` use without --data: the benchmark's toydrive set, from the lab (generated on
+    first use; omnidrive_r1/toy/prepare.py)."""
+    from omnidrive_r1.toy.prepare import default_data
+
+    return default_data(benchmark)
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -98,16 +106,17 @@ def cmd_models_toy_base(args) -> int:
 
 def cmd_models_vllm_dir(args) -> int:
     from omnidrive_r1.config import parse_recipe
-    from omnidrive_r1.policies import build_processor
-    from omnidrive_r1.train import vllm_model_dir
+    from omnidrive_r1.policies import build_processor, family_of
+    from omnidrive_r1.train import image_pixels, vllm_model_dir
 
     recipe, _, model_args = parse_recipe(args.recipe, args.overrides, plan_only=True)
     source = recipe.init_from or model_args.model_name_or_path
-    processor = build_processor(source, min_pixels=recipe.image_min_pixels, max_pixels=recipe.image_max_pixels,
+    min_pixels, max_pixels = image_pixels(recipe, family_of(source))
+    processor = build_processor(source, min_pixels=min_pixels, max_pixels=max_pixels,
                                 revision=model_args.model_revision)
     out = vllm_model_dir(source, processor, args.out)
     print(f"{out}: {source}'s weights (linked) with the recipe's image resolution "
-          f"({recipe.image_min_pixels}..{recipe.image_max_pixels} pixels). Serve it with:\n"
+          f"({min_pixels}..{max_pixels} pixels). Serve it with:\n"
           f"  trl vllm-serve --model {out} --tensor-parallel-size 1 --data-parallel-size 8 --port 8000")
     return 0
 
@@ -128,9 +137,10 @@ def cmd_train(args) -> int:
 
         print_plan(args.recipe, args.overrides)
         return 0
+    from omnidrive_r1.toy.prepare import prepare
     from omnidrive_r1.train import train
 
-    train(args.recipe, args.overrides)
+    train(*prepare(args.recipe, args.overrides))  # a toy recipe's models and data are built first (its `lab`)
     return 0
 
 
@@ -209,7 +219,8 @@ def cmd_eval(args) -> int:
         settings.max_turns = args.max_turns
     if args.max_completion_length is not None:
         settings.max_completion_length = args.max_completion_length
-    evaluate(args.model, args.data, args.images_root, benchmark=args.benchmark, engine=args.engine,
+    evaluate(args.model, args.data or toy_default_data(args.benchmark), args.images_root, benchmark=args.benchmark,
+             engine=args.engine,
              judge_config=judge, limit=args.limit, out=args.out or _default_out(args.model, None, args.benchmark),
              batch_size=args.batch_size, settings=settings, tools=not args.no_tools, overwrite=args.overwrite,
              sample=args.sample, **options)
@@ -232,7 +243,7 @@ def cmd_rollout(args) -> int:
     from omnidrive_r1.rollout import RolloutSettings, make_engine, rollout
 
     bench = benchmarks.get("drivelmm")
-    loaded = bench.load(args.data or bench.default_data(), images_root=args.images_root, limit=args.n,
+    loaded = bench.load(args.data or toy_default_data("drivelmm"), images_root=args.images_root, limit=args.n,
                         system_prompt=family_of(args.model).system_prompt(), stitched_dir=args.stitched_dir)
     print(loaded.note)
     settings = RolloutSettings.of_model(args.model)
@@ -288,7 +299,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="print the per-GPU memory plan (ZeRO-2/3, with and without LoRA) without loading a model")
     tr.add_argument("overrides", nargs="*", metavar="key=value",
                     help="override recipe fields; dotted keys reach into sections (data.limit=8, "
-                         "rewards.2.weight=0.3); command-line values win over the file")
+                         "rewards.clip_grounding.weight=0.3; tools and rewards by name, a new name appends); "
+                         "command-line values win over the file")
     tr.set_defaults(func=cmd_train)
 
     rc = sub.add_parser("recipes", help="list the recipes that ship with the package",

@@ -2,13 +2,14 @@
 
 GRPOConfig and ModelConfig fields sit flat at the top level of the file; our own sections are the fields
 of `RecipeArguments` (data, tools, rewards, image resolution, where to start from). `parse_recipe` applies
-`key=value` overrides (dotted keys reach into sections: `data.limit=8`, `rewards.2.weight=0.3`; one past the end of a list
-appends: `rewards.3={path: my_reward.py:fn}`) and parses
+`key=value` overrides (dotted keys reach into sections: `data.limit=8`; tools and rewards by name,
+`rewards.clip_grounding.weight=0.3`, a new name appends: `rewards.mine={path: my_reward.py:fn}`) and parses
 the result with TRL's `TrlParser`, so every field is type-checked the way TRL scripts do.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import tempfile
@@ -24,16 +25,18 @@ from omnidrive_r1.errors import UserError
 class RecipeArguments:
     """The omnidrive-r1 sections of a recipe (everything else is GRPOConfig / ModelConfig)."""
 
-    preset: str = field(default="toy", metadata={"help": "recipe family: names outputs/<preset>/<stage>"})
+    preset: str = field(default="custom", metadata={"help": "recipe family: names outputs/<preset>/<stage>"})
     stage: str = field(default="stage1", metadata={"help": "stage1 (tool learning) or stage2 (driving)"})
     data: dict = field(default_factory=dict, metadata={
         "help": "kind (drivelmm | deepeyes), path, images_root, stitched_dir, sources, limit, skip_bad, "
-                "questions (all | mcq | open: train on every row, the multiple-choice rows or the open ones), "
-                "toydrive ({out, frames, seed}: generate toydrive there first if path is missing)"})
+                "questions (all | mcq | open: train on every row, the multiple-choice rows or the open ones)"})
     tools: list[dict] = field(default_factory=lambda: [{"name": "zoom_in"}], metadata={"help": "tool plug-ins"})
     rewards: list[dict] = field(default_factory=list, metadata={"help": "reward plug-ins with weights"})
-    image_min_pixels: int = field(default=3136, metadata={"help": "policy input resize: min pixels"})
-    image_max_pixels: int = field(default=1003520, metadata={"help": "policy input resize: max pixels"})
+    image_min_pixels: int | None = field(default=None, metadata={
+        "help": "policy input resize: min pixels (default: 4 visual tokens of the policy's family)"})
+    image_max_pixels: int | None = field(default=None, metadata={
+        "help": "policy input resize: max pixels (default: 1280 visual tokens of the policy's family); the zoom "
+                "tool follows the same resize"})
     image_processor_backend: str = field(default="torchvision", metadata={
         "help": "how the policy's images are resized and normalised: 'torchvision' (the processors' own default; 2x "
                 "faster on CPU, docs/performance.md) or 'pil'"})
@@ -56,38 +59,86 @@ class RecipeArguments:
         "help": "replace the outputs of an earlier run in output_dir (otherwise such a run is refused)"})
     on_bad_reward: str = field(default="skip", metadata={
         "help": "a reward that returns NaN or inf: 'skip' leaves its group out of the update, 'stop' ends the run"})
-    toy: dict = field(default_factory=dict, metadata={
-        "help": "toy preset only: {out, seed}: build the toy models into `out` first if they are missing"})
+    lab: dict = field(default_factory=dict, metadata={
+        "help": "what the launcher prepares before training (the toy world's models and data: omnidrive_r1/toy/"
+                "prepare.py); training never reads it"})
     require_gpu: bool = field(default=False, metadata={"help": "refuse to start without a CUDA GPU"})
     wandb_project: str = field(default="omnidrive-r1", metadata={"help": "Weights & Biases project"})
 
 
-DATA_KEYS = {"kind", "path", "images_root", "stitched_dir", "sources", "limit", "skip_bad", "questions", "toydrive"}
+DATA_KEYS = {"kind", "path", "images_root", "stitched_dir", "sources", "limit", "skip_bad", "questions"}
 
 
 class RecipeError(UserError):
     """A recipe that cannot work; the message names the field."""
 
 
+def entry_name(spec) -> str | None:
+    """The name a tool or reward entry is addressed by in overrides: its `name`, or the function of its `path`
+    (`rewards/brevity.py:brevity` -> `brevity`)."""
+    if isinstance(spec, str):
+        return spec
+    if isinstance(spec, dict):
+        if spec.get("name"):
+            return str(spec["name"])
+        if spec.get("path"):
+            return str(spec["path"]).rpartition(":")[2] or None
+    return None
+
+
+def _list_index(node: list, part: str, key: str, where: str, last: bool) -> int:
+    """The index `part` names in a list section: a number, or the name of an entry (len(node) to append)."""
+    if part.isdigit():
+        index = int(part)
+        if not 0 <= index <= len(node) or (index == len(node) and not last):
+            raise RecipeError(f"override {key}: {where} has {len(node)} entries; use an index from 0 to "
+                              f"{len(node) - (0 if last else 1)}{f' ({len(node)} appends)' if last else ''}, or an "
+                              "entry's name")
+        return index
+    named = [i for i, spec in enumerate(node) if entry_name(spec) == part]
+    if len(named) > 1:
+        raise RecipeError(f"override {key}: {where} has {len(named)} entries named {part!r}; address one by its index")
+    if named:
+        return named[0]
+    if last:
+        return len(node)  # a name not in the list appends it
+    names = ", ".join(n for n in map(entry_name, node) if n) or "none"
+    raise RecipeError(f"override {key}: {where} has no entry named {part!r} (its entries: {names})")
+
+
 def _set_dotted(config: dict, key: str, value):
+    """Set `key` (dotted) to `value`. In a list section (`tools`, `rewards`) a part is an entry's name or index:
+    `rewards.clip_grounding.weight=0`; setting a whole entry replaces it, `null` removes it, and a name or an
+    index not in the list appends (`rewards.brevity={path: rewards/brevity.py:brevity, weight: 0.1}`)."""
     parts = key.split(".")
     node = config
-    for i, part in enumerate(parts[:-1]):
-        nxt = node[int(part)] if isinstance(node, list) else node.setdefault(part, {})
+    for i, part in enumerate(parts):
+        where, last = ".".join(parts[:i]) or "the recipe", i == len(parts) - 1
+        if isinstance(node, list):
+            index = _list_index(node, part, key, where, last)
+            if last:
+                if value is None and index < len(node):
+                    del node[index]
+                elif value is not None:
+                    if isinstance(value, dict) and not part.isdigit() and not value.get("name") and not value.get("path"):
+                        value = {"name": part, **value}  # rewards.format={weight: 0.3}
+                    node[index:index + 1] = [value]
+                return
+            if isinstance(node[index], str):  # a bare name gets options: rewards.format.weight=0.3
+                node[index] = {"name": node[index]}
+            nxt = node[index]
+        elif last:
+            node[part] = value
+            return
+        else:
+            nxt = node.setdefault(part, {})
         if not isinstance(nxt, (dict, list)):
             raise RecipeError(f"override {key}: {'.'.join(parts[:i + 1])} is not a section")
         node = nxt
-    last = parts[-1]
-    if isinstance(node, list):  # an index one past the end appends: rewards.3={path: my.py:fn} adds a reward
-        if not last.isdigit():
-            raise RecipeError(f"override {key}: {'.'.join(parts[:-1])} is a list, index it by number")
-        index = int(last)
-        if not 0 <= index <= len(node):
-            raise RecipeError(f"override {key}: {'.'.join(parts[:-1])} has {len(node)} entries; use an index "
-                              f"from 0 to {len(node)} ({len(node)} appends)")
-        node[index:index + 1] = [value]
-    else:
-        node[last] = value
+
+
+# TRL's fields that the recipe's `rewards` section decides
+REWARD_FIELDS = ("reward_weights", "reward_funcs")
 
 
 def packaged_recipes_dir() -> Path:
@@ -119,12 +170,16 @@ def find_recipe(path: str | Path) -> Path:
                       f"({', '.join(packaged_recipes())}); `omnidrive-r1 recipes` lists them")
 
 
-def load_recipe_dict(path: str | Path, overrides: list[str] = ()) -> dict:
-    path = find_recipe(path)
-    try:
-        config = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise RecipeError(f"{path}: not valid YAML ({' '.join(str(e).split())})") from None
+def load_recipe_dict(path: str | Path | dict, overrides: list[str] = ()) -> dict:
+    """A recipe file (or an already loaded recipe, copied) as a dict, with `key=value` overrides applied."""
+    if isinstance(path, dict):
+        config = copy.deepcopy(path)
+    else:
+        path = find_recipe(path)
+        try:
+            config = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise RecipeError(f"{path}: not valid YAML ({' '.join(str(e).split())})") from None
     if not isinstance(config, dict):
         raise RecipeError(f"{path}: a recipe is a YAML mapping of fields")
     for item in overrides:
@@ -144,14 +199,21 @@ def load_recipe_dict(path: str | Path, overrides: list[str] = ()) -> dict:
     return config
 
 
-def parse_recipe(path: str | Path, overrides: list[str] = (), plan_only: bool = False):
-    """(RecipeArguments, GRPOConfig, ModelConfig) from a recipe file plus `key=value` overrides.
+def parse_recipe(path: str | Path | dict, overrides: list[str] = (), plan_only: bool = False):
+    """(RecipeArguments, GRPOConfig, ModelConfig) from a recipe file (or a loaded recipe) plus `key=value` overrides.
 
     `plan_only` reads a GPU recipe on any machine (for `--plan`): no GPU check, precision flags parsed as on a CPU.
     """
     from trl import GRPOConfig, ModelConfig, TrlParser
 
     config = load_recipe_dict(path, overrides)
+    if isinstance(path, dict):
+        path = "the recipe"
+    for name in REWARD_FIELDS:
+        if name in config:
+            raise RecipeError(f"{name}: the recipe's `rewards` section decides the rewards and their weights; set a "
+                              "weight on a reward's entry ({name: format, weight: 0.2}) or override it by name "
+                              f"(rewards.format.weight=0.2), and leave {name} out")
     if plan_only:
         config.update(require_gpu=False, bf16=False, fp16=False, use_cpu=True)
     if config.get("require_gpu"):
@@ -159,8 +221,8 @@ def parse_recipe(path: str | Path, overrides: list[str] = (), plan_only: bool = 
 
         if not torch.cuda.is_available():
             raise RecipeError(f"{path}: preset {config.get('preset')!r} needs a CUDA GPU (require_gpu: true) and none "
-                              "is visible; on a CPU machine run the toy preset (make stage1)")
-    config.setdefault("output_dir", f"outputs/{config.get('preset', 'toy')}/{config.get('stage', 'stage1')}")
+                              "is visible; on a CPU machine run the default preset (make stage1)")
+    config.setdefault("output_dir", f"outputs/{config.get('preset', 'custom')}/{config.get('stage', 'stage1')}")
     parser = TrlParser((RecipeArguments, GRPOConfig, ModelConfig))
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
         yaml.safe_dump(config, f)
@@ -217,8 +279,9 @@ def validate(recipe: RecipeArguments, grpo, model_args) -> None:
         _number("num_train_epochs", grpo.num_train_epochs, above=0)
     if str(grpo.save_strategy).endswith("STEPS") or str(grpo.save_strategy) == "steps":
         _number("save_steps", grpo.save_steps, above=0)
-    _number("image_min_pixels", recipe.image_min_pixels, minimum=1, integer=True)
-    _number("image_max_pixels", recipe.image_max_pixels, minimum=recipe.image_min_pixels, integer=True)
+    _number("image_min_pixels", recipe.image_min_pixels, minimum=1, integer=True, optional=True)
+    _number("image_max_pixels", recipe.image_max_pixels, minimum=recipe.image_min_pixels or 1, integer=True,
+            optional=True)
     _number("image_cache_mb", recipe.image_cache_mb, minimum=0)
     _number("log_image_side", recipe.log_image_side, minimum=0, integer=True)
     _number("rollouts_every", recipe.rollouts_every, minimum=0, integer=True)

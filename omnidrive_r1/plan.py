@@ -80,7 +80,7 @@ def plans(recipe, grpo, model_args, gpus: int = 8, gpu_gb: float = 80.0) -> tupl
     family = family_of(config)
     lora_r = model_args.lora_r or 16
     total, lora = parameter_counts(config, lora_r, family.lora_targets)
-    image_tokens = family.image_tokens(recipe.image_max_pixels)
+    image_tokens = family.image_tokens(family.image_pixels(recipe.image_min_pixels, recipe.image_max_pixels)[1])
     seq = image_tokens + 600 + grpo.max_completion_length  # frame, system prompt and question, completion
     acts = activations_bytes(config, grpo.per_device_train_batch_size, seq, grpo.max_completion_length,
                              grpo.gradient_checkpointing)

@@ -30,7 +30,7 @@ RECIPES = Path("recipes")
 CPU_OVERRIDES = ["require_gpu=false", "dtype=float32", "bf16=false", "use_cpu=true", "attn_implementation=sdpa"]
 # sizes: two steps of two prompts, completions that hold one zoom at the toy resolution (the frames are toy sized)
 SIZES = ["max_steps=2", "per_device_train_batch_size=2", "gradient_accumulation_steps=1", "num_generations=2",
-         "max_completion_length=320", "max_tool_calling_iterations=2", "tools.0.max_tool_calls=2",
+         "max_completion_length=320", "max_tool_calling_iterations=2", "tools.zoom_in.max_tool_calls=2",
          "image_min_pixels=12544", "image_max_pixels=125440", "save_steps=1", "save_total_limit=1",
          "report_to=[]", "log_completions=false", "vllm_max_model_length=2048"]
 LORA = ["use_peft=true", "lora_r=16", "lora_alpha=32"]  # as a user turns it on (README); default targets
@@ -108,7 +108,7 @@ def command(python: Path, run: Rehearsal, stage: int, models: Path, data: Path, 
             "--num_processes", str(PROCESSES), "--mixed_precision", "no", "-m", "omnidrive_r1.cli",
             "train", str(RECIPES / run.preset / f"stage{stage}.yaml"), *CPU_OVERRIDES, *SIZES,
             f"output_dir={stage_dir(out, run, stage)}", "overwrite_output_dir=true",
-            f"rewards.2.model_name=local-dir:{models / 'clip'}", f"use_vllm={str(run.vllm).lower()}"]
+            f"rewards.clip_grounding.model_name=local-dir:{models / 'clip'}", f"use_vllm={str(run.vllm).lower()}"]
     if stage == 1:
         args += [f"model_name_or_path={policy_dir(models, run)}", f"data.path={data / 'deepeyes' / 'train.parquet'}"]
     else:

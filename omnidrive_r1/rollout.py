@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from trl.chat_template_utils import parse_response
 
+from omnidrive_r1 import policies
 from omnidrive_r1.protocol import call_function
 from omnidrive_r1.tools import annotate, environment_factory, find_part, tool_methods
 from omnidrive_r1.tools.zoom_in import ZoomInTool
@@ -60,24 +61,18 @@ class RolloutSettings:
         if not path.is_file():
             return cls()
         saved = json.loads(path.read_text())
-        return cls(**{k: v for k, v in saved.items() if k in cls.__dataclass_fields__})
+        settings = cls(**{k: v for k, v in saved.items() if k in cls.__dataclass_fields__})
+        # models saved by earlier versions wrote the zoom tool's pixel limits here too: the processor saved beside
+        # them is what the policy was trained with, and the tool follows it
+        settings.tools = policies.without_geometry(settings.tools)
+        return settings
 
     def save(self, model_dir: str | Path) -> None:
         (Path(model_dir) / SETTINGS_FILE).write_text(json.dumps(self.__dict__, indent=2) + "\n")
 
     def tool_specs(self, processor) -> list[dict]:
         """The tools, with the zoom tool resizing exactly as the processor does, in its family's geometry."""
-        from omnidrive_r1.policies import family_of, pixel_limits
-
-        min_pixels, max_pixels = pixel_limits(processor)
-        specs = [dict(spec) if isinstance(spec, dict) else {"name": spec} for spec in self.tools]
-        for spec in specs:
-            if spec.get("name") == "zoom_in":
-                spec.setdefault("min_pixels", min_pixels)
-                spec.setdefault("max_pixels", max_pixels)
-                for key, value in family_of(processor).zoom_options().items():
-                    spec.setdefault(key, value)
-        return specs
+        return policies.tool_specs(self.tools, processor)
 
 
 def with_image(prompt: list[dict], image=None) -> list[dict]:
@@ -119,11 +114,9 @@ class HFEngine:
         flat = [im for per_text in images for im in per_text]
         inputs = self.processor(text=texts, images=flat or None, return_tensors="pt", padding=True,
                                 padding_side="left").to(self.model.device)
-        from omnidrive_r1.vision import vision_token_ids
-
         out = self.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=do_sample,
                                   temperature=temperature if do_sample else None,
-                                  suppress_tokens=vision_token_ids(self.model.config))  # as in training
+                                  suppress_tokens=policies.vision_token_ids(self.model.config))  # as in training
         new = out[:, inputs["input_ids"].shape[1]:].tolist()
         prompts = [ids[mask.bool()].tolist() for ids, mask in zip(inputs["input_ids"], inputs["attention_mask"])]
         return list(zip(prompts, new))
@@ -136,7 +129,7 @@ class VLLMEngine:
     def __init__(self, model_dir: str, processor, max_images: int = 5, seed: int = 0, **llm_kwargs):
         import torch
 
-        from omnidrive_r1.cache import isolate_vllm_compile_cache
+        from omnidrive_r1.disk_cache import isolate_vllm_compile_cache
 
         if not torch.cuda.is_available():
             isolate_vllm_compile_cache()
@@ -144,14 +137,11 @@ class VLLMEngine:
 
         # on vLLM's CPU backend this fraction is of host memory, shared with everything else in the process
         llm_kwargs.setdefault("gpu_memory_utilization", 0.3)
-        size = processor.image_processor.size
+        min_pixels, max_pixels = policies.pixel_limits(processor)
         self.llm = LLM(model=str(model_dir), limit_mm_per_prompt={"image": max_images}, seed=seed,
-                       mm_processor_kwargs={"min_pixels": size["shortest_edge"], "max_pixels": size["longest_edge"]},
-                       **llm_kwargs)
-        from omnidrive_r1.vision import vision_token_ids
-
+                       mm_processor_kwargs={"min_pixels": min_pixels, "max_pixels": max_pixels}, **llm_kwargs)
         config = self.llm.llm_engine.model_config.hf_config
-        self.banned = {t: -100.0 for t in vision_token_ids(config)}  # as in training
+        self.banned = {t: -100.0 for t in policies.vision_token_ids(config)}  # as in training
 
     def generate(self, texts, images, max_new_tokens, do_sample=False, temperature=1.0):
         from vllm import SamplingParams
@@ -168,23 +158,19 @@ def load_policy(model_dir: str | Path):
     """(model, processor) of a policy directory, with the project's chat template and response parser."""
     from transformers import AutoModelForImageTextToText
 
-    from omnidrive_r1.policies import build_processor
-
-    processor = build_processor(model_dir)
+    processor = policies.build_processor(model_dir)
     model = AutoModelForImageTextToText.from_pretrained(model_dir, dtype="auto").eval()
     return model, processor
 
 
 def make_engine(kind: str, model_dir: str | Path, settings: RolloutSettings | None = None):
     """(engine, processor) for `kind` in {"hf", "vllm"}."""
-    from omnidrive_r1.policies import build_processor
-
     settings = settings or RolloutSettings.of_model(model_dir)
     if kind == "hf":
         model, processor = load_policy(model_dir)
         return HFEngine(model, processor), processor
     if kind == "vllm":
-        processor = build_processor(model_dir)
+        processor = policies.build_processor(model_dir)
         return VLLMEngine(str(model_dir), processor, max_images=1 + (settings.max_turns or 4)), processor
     raise ValueError(f"engine must be 'hf' or 'vllm', got {kind!r}")
 

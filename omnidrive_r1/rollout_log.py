@@ -13,9 +13,10 @@ import logging
 import math
 from pathlib import Path
 
-from omnidrive_r1.cache import content_key
+from PIL import Image, ImageOps
+
+from omnidrive_r1.disk_cache import content_key
 from omnidrive_r1.protocol import final_answer, messages_text
-from omnidrive_r1.vision import thumbnail
 
 log = logging.getLogger(__name__)
 
@@ -70,3 +71,10 @@ class RolloutLog:
             lines.append(json.dumps(record, default=float))
         with open(self.dir / "rollouts.jsonl", "a") as f:
             f.write("".join(line + "\n" for line in lines))
+
+
+def thumbnail(image, side: int):
+    """`image` shrunk to fit `side` x `side` (a PIL image; anything else, or a small one, is returned as is)."""
+    if not isinstance(image, Image.Image) or max(image.size) <= side:
+        return image  # ImageOps.contain would enlarge a small one
+    return ImageOps.contain(image, (side, side), Image.Resampling.BILINEAR)

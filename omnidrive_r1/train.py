@@ -1,8 +1,7 @@
 """`omnidrive-r1 train RECIPE.yaml [key=value ...]`: one Clip-GRPO stage.
 
-recipe -> checks (everything that can be checked before a model loads) -> toy models and data (on the main
-process first) -> policy + processor (our chat template) -> tool environment -> reward plug-ins ->
-ToolGRPOTrainer -> outputs/<preset>/<stage>/{final/, metrics.jsonl, curves.png, checkpoint-*/, wandb/}.
+recipe -> checks (everything that can be checked before a model loads) -> data (stitched on the main process
+first) -> policy + processor (our chat template) -> tool environment -> reward plug-ins -> ToolGRPOTrainer -> outputs/<preset>/<stage>/{final/, metrics.jsonl, curves.png, checkpoint-*/, wandb/}.
 """
 
 from __future__ import annotations
@@ -16,7 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from omnidrive_r1.checkpoints import discard_staging, prepare_output_dir, resolve_resume
-from omnidrive_r1.config import RecipeArguments, RecipeError, load_recipe_dict, parse_recipe, validate
+from omnidrive_r1.config import RecipeArguments, RecipeError, parse_recipe, validate
+from omnidrive_r1.policies import build_processor, family_of, tool_specs, without_geometry
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ def check_recipe(recipe: RecipeArguments, grpo, model_args) -> None:
         raise RecipeError(f"init_from: {recipe.init_from} holds no model. Stage 2 starts from stage 1's final model: "
                           "run `make stage1` first, or set init_from=PATH")
     source = recipe.init_from or model_args.model_name_or_path
-    if not recipe.toy and not Path(source).exists() and not _looks_like_hub_id(source):
+    if not Path(source).exists() and not _looks_like_hub_id(source):
         raise RecipeError(f"model_name_or_path: {source} is neither a model directory nor a hub id "
                           "(a hub id is namespace/name)")
     text = _text_config(source)
@@ -55,14 +55,14 @@ def check_recipe(recipe: RecipeArguments, grpo, model_args) -> None:
     if positions and grpo.max_completion_length >= positions:
         raise RecipeError(f"max_completion_length: {grpo.max_completion_length} does not fit the model's "
                           f"{positions} positions (prompt and image tokens come on top)")
-    from omnidrive_r1.policies import family_of
     from omnidrive_r1.tools import environment_factory
 
     family = family_of(source)  # an unsupported model_type is named here, before anything loads
-    environment_factory(zoom_tool_specs(recipe, family))  # a misspelt tool or option is named before the budget
+    # a misspelt tool or option is named before the budget
+    environment_factory(tool_specs(recipe.tools, family, image_pixels(recipe, family)))
     check_zoom_budget(recipe, grpo, family)
     path = recipe.data["path"]
-    if not Path(path).exists() and not recipe.data.get("toydrive"):
+    if not Path(path).exists():
         raise RecipeError(f"data.path: {path} not found (set data.path to your {recipe.data['kind']} file)")
     stitched = recipe.data.get("stitched_dir")
     if stitched is not None and not Path(stitched).is_dir():
@@ -81,33 +81,27 @@ TURN_TEXT_TOKENS = 104  # a generous bound on the text of a zoom: the call, the 
 def check_zoom_budget(recipe: RecipeArguments, grpo, family) -> None:
     """A completion budget that cannot hold one zoom reply makes every zoom fail silently: TRL takes the reply
     back, the rollout ends without an answer, and the policy learns not to zoom (measured: docs/toy.md)."""
+    _, max_pixels = image_pixels(recipe, family)
     for spec in recipe.tools:
         spec = {"name": spec} if isinstance(spec, str) else spec
         if spec.get("name") != "zoom_in":
             continue
-        crop_pixels = min(spec.get("max_crop_pixels") or recipe.image_max_pixels, recipe.image_max_pixels)
+        crop_pixels = min(spec.get("max_crop_pixels") or max_pixels, max_pixels)
         crop_tokens = family.image_tokens(crop_pixels)
         need = crop_tokens + TURN_TEXT_TOKENS
         if grpo.max_completion_length < need:
             raise RecipeError(
                 f"max_completion_length: {grpo.max_completion_length} cannot hold one zoom: a crop may take "
-                f"{crop_tokens} image tokens (image_max_pixels {recipe.image_max_pixels}"
+                f"{crop_tokens} image tokens (image_max_pixels {max_pixels}"
                 f"{', max_crop_pixels ' + str(spec['max_crop_pixels']) if spec.get('max_crop_pixels') else ''}) "
                 f"plus about {TURN_TEXT_TOKENS} tokens of text, and TRL takes back a tool reply that does not fit, "
                 f"so the policy learns not to zoom. Raise max_completion_length to at least {need}, or bound the "
                 "crop with max_crop_pixels on the zoom tool (docs/troubleshooting.md)")
 
 
-def zoom_tool_specs(recipe: RecipeArguments, family) -> list[dict]:
-    """The recipe's tools; the zoom tool resizes exactly as the processor does, with the family's geometry."""
-    specs = [{"name": s} if isinstance(s, str) else dict(s) for s in recipe.tools]
-    for spec in specs:
-        if spec.get("name") == "zoom_in":
-            spec.setdefault("min_pixels", recipe.image_min_pixels)
-            spec.setdefault("max_pixels", recipe.image_max_pixels)
-            for key, value in family.zoom_options().items():
-                spec.setdefault(key, value)
-    return specs
+def image_pixels(recipe: RecipeArguments, family) -> tuple[int, int]:
+    """The recipe's image resolution, the family's default where it sets none."""
+    return family.image_pixels(recipe.image_min_pixels, recipe.image_max_pixels)
 
 
 def load_data(recipe: RecipeArguments, output_dir: str | Path, system_prompt: str | None = None):
@@ -119,14 +113,6 @@ def load_data(recipe: RecipeArguments, output_dir: str | Path, system_prompt: st
     system_prompt = system_prompt or SYSTEM_PROMPT
     data = dict(recipe.data)
     path = Path(data["path"])
-    spec = data.get("toydrive")
-    if spec:
-        from omnidrive_r1.toy.toydrive import generate, stale
-
-        if not path.exists() or stale(spec["out"]):  # none yet, or one an older version of the world wrote
-            log.info(f"generating toydrive into {spec['out']} (frames={spec.get('frames', 16)}, "
-                     f"seed={spec.get('seed', 0)})")
-            generate(spec["out"], frames=spec.get("frames", 16), seed=spec.get("seed", 0))
     if data["kind"] == "drivelmm":
         ds, report = load_drivelmm(path, data.get("images_root"), skip_bad=data.get("skip_bad", False),
                                    limit=data.get("limit"), stitched_dir=data.get("stitched_dir"),
@@ -178,13 +164,13 @@ def load_processor(recipe: RecipeArguments, model_args):
 
     TRL runs the image processor on every prompt's frame again at each turn, and for the loss (16 frames, three
     times a toy step): the torchvision backend does it in half the time of the PIL one, with the same image
-    tokens, and the cache (`omnidrive_r1.image_cache`) processes each distinct image once (`make bench`,
+    tokens, and the cache (`omnidrive_r1.image_processor_cache`) processes each distinct image once (`make bench`,
     docs/performance.md)."""
-    from omnidrive_r1.policies import build_processor
-
-    return build_processor(recipe.init_from or model_args.model_name_or_path, min_pixels=recipe.image_min_pixels,
-                           max_pixels=recipe.image_max_pixels, backend=recipe.image_processor_backend,
-                           cache_mb=recipe.image_cache_mb, revision=model_args.model_revision)
+    source = recipe.init_from or model_args.model_name_or_path
+    min_pixels, max_pixels = image_pixels(recipe, family_of(source))
+    return build_processor(source, min_pixels=min_pixels, max_pixels=max_pixels,
+                           backend=recipe.image_processor_backend, cache_mb=recipe.image_cache_mb,
+                           revision=model_args.model_revision)
 
 
 def load_policy(recipe: RecipeArguments, model_args, vllm_dir: str | Path | None = None, main_process_first=None):
@@ -281,23 +267,6 @@ def describe_distributed(accelerator) -> str:
     return f"{kind}, {state.num_processes} process{'es' if state.num_processes > 1 else ''} on {state.device}"
 
 
-def prepare_toy_models(recipe_path: str | Path, overrides: list[str]) -> None:
-    """Toy recipes name where their models live (`toy.out`); build them there first when they are missing.
-
-    This runs before the training arguments exist: under ZeRO-3 every model created after them is partitioned
-    as it is built, which a from-scratch build cannot survive.
-    """
-    raw = load_recipe_dict(recipe_path, overrides)
-    if not raw.get("toy"):
-        return
-    from accelerate import PartialState
-
-    from omnidrive_r1.toy.models import ensure_toy_models
-
-    with PartialState().main_process_first():
-        ensure_toy_models(**raw["toy"])
-
-
 @dataclass
 class Stage:
     """One stage ready to train: what `train` runs, and what `omnidrive_r1.bench` instruments."""
@@ -311,12 +280,11 @@ class Stage:
     resume: str | None
 
 
-def build_stage(recipe_path: str | Path, overrides: list[str] = (), model=None) -> Stage:
+def build_stage(recipe_path: str | Path | dict, overrides: list[str] = (), model=None) -> Stage:
     """Check the recipe, prepare the output folder, data, policy, tools and rewards, and build the trainer.
 
     `model` replaces the policy read from the recipe's model path (the processor is still read there), for
     benchmarks of architectures whose weights are not on disk."""
-    prepare_toy_models(recipe_path, list(overrides))
     recipe, grpo, model_args = parse_recipe(recipe_path, overrides)
     check_recipe(recipe, grpo, model_args)
     prepare_output_dir(grpo, recipe.overwrite_output_dir)
@@ -324,24 +292,22 @@ def build_stage(recipe_path: str | Path, overrides: list[str] = (), model=None) 
 
     from accelerate import PartialState
 
-    from omnidrive_r1.metrics import CurvesCallback
-    from omnidrive_r1.policies import family_of
     from omnidrive_r1.rewards import build_rewards
     from omnidrive_r1.tools import environment_factory
     from omnidrive_r1.trainer import ToolGRPOTrainer
+    from omnidrive_r1.training_curves import CurvesCallback
 
     state = PartialState()
     if not grpo.run_name or grpo.run_name == grpo.output_dir:
         grpo.run_name = f"{recipe.preset}-{recipe.stage}"
     # tools and rewards first: a misspelt plug-in or option fails before the model is loaded
     family = family_of(recipe.init_from or model_args.model_name_or_path)
-    tool_specs = zoom_tool_specs(recipe, family)
-    factory = environment_factory(tool_specs)
+    environment_factory(tool_specs(recipe.tools, family, image_pixels(recipe, family)))
     reward_funcs, weights, names = build_rewards(recipe.rewards)
     grpo.reward_weights = weights
     log.info("rewards: " + ", ".join(f"{n} x{w:g}" for n, w in zip(names, weights)))
 
-    with state.main_process_first():  # generating toydrive, stitching frames: once, on the main process first
+    with state.main_process_first():  # stitching frames: once, on the main process first
         dataset = load_data(recipe, grpo.output_dir, family.system_prompt())
     need = grpo.per_device_train_batch_size * state.num_processes * grpo.gradient_accumulation_steps
     if len(dataset) * grpo.num_generations < need:  # TRL's sampler yields whole batches only: no step at all
@@ -350,7 +316,7 @@ def build_stage(recipe_path: str | Path, overrides: list[str] = (), model=None) 
                           f"processes x gradient_accumulation_steps {grpo.gradient_accumulation_steps} / "
                           f"num_generations {grpo.num_generations}): add rows or lower the batch size")
     if grpo.use_vllm and grpo.use_cpu:
-        from omnidrive_r1.cache import isolate_vllm_compile_cache
+        from omnidrive_r1.disk_cache import isolate_vllm_compile_cache
 
         isolate_vllm_compile_cache()
     if model is None:
@@ -358,6 +324,8 @@ def build_stage(recipe_path: str | Path, overrides: list[str] = (), model=None) 
                                        else None, state.main_process_first)
     else:
         processor = load_processor(recipe, model_args)
+    specs = tool_specs(recipe.tools, processor)  # the zoom tool resizes as this processor does
+    factory = environment_factory(specs)
     if recipe.vision_attention != "per_window":
         layers = family.set_vision_attention(model, recipe.vision_attention)
         log.info(f"vision attention: {recipe.vision_attention} in {layers} layers")
@@ -374,10 +342,10 @@ def build_stage(recipe_path: str | Path, overrides: list[str] = (), model=None) 
         if resume is None and (Path(grpo.output_dir) / "metrics.jsonl").exists():
             (Path(grpo.output_dir) / "metrics.jsonl").unlink()  # a killed run that saved no checkpoint yet
     trainer.accelerator.wait_for_everyone()
-    return Stage(recipe, grpo, model_args, trainer, processor, tool_specs, resume)
+    return Stage(recipe, grpo, model_args, trainer, processor, specs, resume)
 
 
-def train(recipe_path: str | Path, overrides: list[str] = ()) -> Path:
+def train(recipe_path: str | Path | dict, overrides: list[str] = ()) -> Path:
     stage = build_stage(recipe_path, overrides)
     recipe, grpo, model_args, trainer, processor = (stage.recipe, stage.grpo, stage.model_args, stage.trainer,
                                                     stage.processor)
@@ -398,7 +366,7 @@ def train(recipe_path: str | Path, overrides: list[str] = ()) -> Path:
     if trainer.accelerator.is_main_process:
         processor.save_pretrained(final)
         # how this model was rolled out, so evaluation rolls it out the same way
-        RolloutSettings(tools=stage.tool_specs, max_turns=grpo.max_tool_calling_iterations,
+        RolloutSettings(tools=without_geometry(stage.tool_specs), max_turns=grpo.max_tool_calling_iterations,
                         max_completion_length=grpo.max_completion_length, temperature=grpo.temperature).save(final)
         log.info(f"final model: {final}")
     if "wandb" in (grpo.report_to or []):

@@ -16,10 +16,11 @@ from pathlib import Path
 from trl import GRPOTrainer
 
 from omnidrive_r1.checkpoints import STAGING, load_model_weights, publish
+from omnidrive_r1.policies import vision_token_ids
 from omnidrive_r1.protocol import messages_text
 from omnidrive_r1.rewards import RewardError
+from omnidrive_r1.rollout_log import thumbnail
 from omnidrive_r1.tools import annotate, batch_metrics
-from omnidrive_r1.vision import thumbnail, vision_token_ids
 
 log = logging.getLogger(__name__)
 

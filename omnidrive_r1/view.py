@@ -19,9 +19,9 @@ import time
 from pathlib import Path
 
 from omnidrive_r1.errors import UserError
-from omnidrive_r1.eval.drivelmm import box_iou
+from omnidrive_r1.eval.drivelmm_scoring import box_iou
 from omnidrive_r1.jsonl import read_jsonl
-from omnidrive_r1.vision import thumbnail
+from omnidrive_r1.rollout_log import thumbnail
 
 
 def _data_uri(image, side: int) -> str:

@@ -20,12 +20,12 @@ def _offline_cache(tmp_path_factory):
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("WANDB_MODE", "offline")
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
-    from omnidrive_r1.cache import isolate_vllm_compile_cache
+    from omnidrive_r1.disk_cache import isolate_vllm_compile_cache
 
     isolate_vllm_compile_cache()  # vLLM's CPU kernels compiled under another instruction set abort the process
     if os.environ.get("OMNIDRIVE_TEST_CACHE"):
         os.environ["OMNIDRIVE_CACHE"] = os.environ["OMNIDRIVE_TEST_CACHE"]
-    from omnidrive_r1.cache import cache_root
+    from omnidrive_r1.disk_cache import cache_root
 
     yield cache_root()
 
@@ -67,8 +67,8 @@ def tiny_models(tiny_policy_dir, tiny_clip_dir):
     without rewards that differ within a group there is no gradient, and a trained model could not be told
     from the initial one."""
     odd = Path(__file__).parent / "odd_ids_reward.py"
-    return ["toy={}", f"model_name_or_path={tiny_policy_dir}", f"rewards.2.model_name=local-dir:{tiny_clip_dir}",
-            f"rewards.3={{path: '{odd}:odd_ids', weight: 0.1}}"]
+    return ["lab={}", f"model_name_or_path={tiny_policy_dir}", f"rewards.clip_grounding.model_name=local-dir:{tiny_clip_dir}",
+            f"rewards.odd_ids={{path: '{odd}:odd_ids', weight: 0.1}}"]
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,7 @@ import time
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from omnidrive_r1.eval.drivelmm import METRICS, OVERALL
+from omnidrive_r1.eval.drivelmm_scoring import METRICS, OVERALL
 
 
 def scores(value, overall=None):

@@ -51,7 +51,7 @@ def test_recipes_train_on_one_kind_of_question(toydrive_dir, tmp_path):
 
     def rows(questions):
         recipe, _, _ = parse_recipe("recipes/toy/stage2.yaml", [
-            "toy={}", f"data.path={toydrive_dir / 'drivelmm' / 'train.json'}", "data.toydrive=null",
+            "lab={}", f"data.path={toydrive_dir / 'drivelmm' / 'train.json'}", "lab.toydrive=null",
             f"data.questions={questions}", f"output_dir={tmp_path}"])
         ds = load_data(recipe, tmp_path / questions)
         return list(ds["is_mcq"]), json.loads((tmp_path / questions / "data_report.json").read_text())
@@ -121,12 +121,12 @@ def test_every_cell_trains_with_its_own_base_and_reward(tmp_path):
         raw = load_recipe_dict("recipes/toy/stage1.yaml", [*ablate.toy_overrides(out, "reluctant"),
                                                            ablate.reward_override(out, "reluctant", reward)])
         assert [r["name"] for r in raw["rewards"]] == names
-        assert raw["toy"] == {"out": str(out / "reluctant-base"), "seed": 0, "zoom_share": 0.25}
+        assert raw["lab"]["toy_base"] == {"out": str(out / "reluctant-base"), "seed": 0, "zoom_share": 0.25}
         assert raw["model_name_or_path"] == str(out / "reluctant-base" / "policy")
         if reward == "clip":
             assert raw["rewards"][2]["model_name"] == f"local-dir:{out / 'reluctant-base' / 'clip'}"
     raw = load_recipe_dict("recipes/toy/stage1.yaml", ablate.toy_overrides(out, "shipped"))
-    assert "zoom_share" not in raw["toy"]
+    assert "zoom_share" not in raw["lab"]["toy_base"]
 
 
 def test_a_seed_without_a_figure_is_named_not_averaged_away():

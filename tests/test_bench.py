@@ -74,7 +74,7 @@ def test_the_image_cache_returns_the_processors_own_output_and_saves_as_the_orig
     from PIL import Image
     from transformers import AutoImageProcessor
 
-    from omnidrive_r1.image_cache import cache_images
+    from omnidrive_r1.image_processor_cache import cache_images
 
     policy, _ = toy_models()
     plain = AutoImageProcessor.from_pretrained(policy, backend=backend)
@@ -102,7 +102,7 @@ def test_the_image_cache_stays_within_its_memory_bound():
     from PIL import Image
     from transformers import AutoImageProcessor
 
-    from omnidrive_r1.image_cache import cache_images
+    from omnidrive_r1.image_processor_cache import cache_images
 
     policy, _ = toy_models()
     cached = cache_images(AutoImageProcessor.from_pretrained(policy), max_mb=8)  # about two frames (3 MB each)

@@ -105,14 +105,20 @@ def _vstar_files(tmp_path):
     return root, results
 
 
-def test_vstar_results_file_under_deepeyes_protocol_with_a_judge(tmp_path):
-    root, results = _vstar_files(tmp_path)
+def _judged(results, data, benchmark, out):
+    """`results` scored with the deterministic stand-in judge (tests/judge_server.py, verdicts from the content):
+    the summary and the requests the judge received."""
     server = JudgeServer(verdicts="content")
     try:
-        s = score_choice_results(results, root, benchmark="vstar", out=tmp_path / "e",
-                                 judge_config=JudgeConfig.yes_no(server.url, "judge-test", retries=0))
+        return score_choice_results(results, data, benchmark=benchmark, out=out,
+                                    judge_config=JudgeConfig.yes_no(server.url, "judge-test", retries=0)), server
     finally:
         server.close()
+
+
+def test_vstar_results_file_under_deepeyes_protocol_with_a_judge(tmp_path):
+    root, results = _vstar_files(tmp_path)
+    s, server = _judged(results, root, "vstar", tmp_path / "e")
     p = s["deepeyes_protocol"]
     # right by rule: i01 i02 i04 p01; by the judge: i06 i07 i08 i09 p02 -> 9 of 14
     assert p["accuracy"] == pytest.approx(100 * 9 / 14)
@@ -182,12 +188,7 @@ def _hrbench_files(tmp_path):
 
 def test_hrbench_results_file_under_each_protocol_by_hand(tmp_path):
     data, results = _hrbench_files(tmp_path)
-    server = JudgeServer(verdicts="content")
-    try:
-        s = score_choice_results(results, data, benchmark="hrbench", out=tmp_path / "e",
-                                 judge_config=JudgeConfig.yes_no(server.url, "judge-test", retries=0))
-    finally:
-        server.close()
+    s, server = _judged(results, data, "hrbench", tmp_path / "e")
     # official: the yes/no judge on every row's whole answer: right 1, 3, 5.
     # c0: single 1/2, cross 1/2, all 2/4; c1: single 1/2, cross 0/2, all 1/4 -> means over the two cycles
     off = s["official_protocol"]

@@ -64,15 +64,18 @@ def test_bad_numbers_are_refused_by_the_parser(argv, message, capsys):
     assert done.value.code == 2 and message in capsys.readouterr().err
 
 
-def test_our_own_errors_print_one_line_and_exit_2_without_a_traceback(tmp_path, capsys, tiny_policy_dir):
+def test_our_own_errors_print_one_line_and_exit_2_without_a_traceback(tmp_path, capsys, tiny_policy_dir,
+                                                                     toydrive_dir):
     bad = tmp_path / "bad.yaml"
     bad.write_text("learning_rate: [1, 2\n")
-    toy = ["recipes/toy/stage1.yaml", "toy={}", f"model_name_or_path={tiny_policy_dir}"]  # no toy base needed
+    # no toy base needed, and data that exists (a fresh clone has no outputs/toydrive)
+    toy = ["recipes/toy/stage1.yaml", "lab={}", f"model_name_or_path={tiny_policy_dir}",
+           f"data.path={toydrive_dir / 'deepeyes' / 'train.parquet'}"]
     for argv, message in [
         (["train", str(bad)], "not valid YAML"),
-        (["train", "recipes/toy/stage1.yaml", "toy={}", f"model_name_or_path={tmp_path / 'no' / 'model'}"],
+        (["train", "recipes/toy/stage1.yaml", "lab={}", f"model_name_or_path={tmp_path / 'no' / 'model'}"],
          "is neither a model directory nor a hub id"),
-        (["train", "recipes/toy/stage1.yaml", "toy={}", "model_name_or_path=no/such-model-here",
+        (["train", "recipes/toy/stage1.yaml", "lab={}", "model_name_or_path=no/such-model-here",
           f"output_dir={tmp_path / 'run'}"], "no/such-model-here: cannot read its config.json"),
         (["train", *toy, "rewards=[{name: nope}]", f"output_dir={tmp_path / 'run'}"], "unknown reward 'nope'"),
         (["train", *toy, "rewards=[{path: nowhere.py:fn}]", f"output_dir={tmp_path / 'run'}"], "reward file not found"),

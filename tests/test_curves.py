@@ -3,7 +3,7 @@
 import json
 import random
 
-from omnidrive_r1.metrics import curve_panels, plot_curves, rolling_mean, smoothing_window
+from omnidrive_r1.training_curves import curve_panels, plot_curves, rolling_mean, smoothing_window
 
 
 def _metrics(path, steps=40, kl=False):

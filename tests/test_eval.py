@@ -8,7 +8,7 @@ import pytest
 from judge_server import JudgeServer
 from judge_server import scores as _scores
 
-from omnidrive_r1.eval.drivelmm import (
+from omnidrive_r1.eval.drivelmm_scoring import (
     METRICS,
     OFFICIAL_MARKERS,
     OVERALL,

@@ -10,7 +10,7 @@ import pytest
 from judge_server import JudgeServer
 
 from omnidrive_r1.errors import UserError
-from omnidrive_r1.eval.drivelmm import official_mcq_correct, official_truth_letter, our_mcq_correct
+from omnidrive_r1.eval.drivelmm_scoring import official_mcq_correct, official_truth_letter, our_mcq_correct
 from omnidrive_r1.eval.judge import Judge, JudgeConfig, official_system_prompt
 
 STAND_IN = 'import os\nopenai_api_key = ""\nsystem_prompt = """\nA stand-in evaluator prompt.\n"""\n'
@@ -152,7 +152,7 @@ def test_scoring_a_results_file_gives_the_official_figures_and_ours(results, ser
 
 
 def test_our_reading_of_an_overall_score_out_of_range_is_the_mean_of_the_metrics():
-    from omnidrive_r1.eval.drivelmm import METRICS
+    from omnidrive_r1.eval.drivelmm_scoring import METRICS
     from omnidrive_r1.eval.judge import parse_scores
 
     assert parse_scores(json.dumps({**{m: 8 for m in METRICS}, "Overall Score": 80}))["Overall Score"] == 8

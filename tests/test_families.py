@@ -14,6 +14,8 @@ PACKAGE = ROOT / "omnidrive_r1"
 # Files that may name a family, and why. Everything else reaches a family through omnidrive_r1.policies.
 ALLOWED = {
     "omnidrive_r1/bench/vision.py": "measures Qwen2.5-VL's windowed vision attention, which only that family has",
+    "omnidrive_r1/toy/tiny_families.py": "the lab's tiny stand-in of each family (a small config and processor per "
+                                         "model type), kept out of the product's family files",
 }
 FAMILY_NAME = re.compile(r"qwen2_?5|qwen3_?vl|qwen2_?vl", re.I)
 
@@ -40,8 +42,15 @@ def _is(node, value) -> bool:
     return isinstance(node, ast.Constant) and type(node.value) is int and node.value == value
 
 
+def _pixel_figure(node, figures) -> bool:
+    """A family's pixel limit: a published one or a default, or any multiple of 28 x 28 from 4 of them up."""
+    return (isinstance(node, ast.Constant) and type(node.value) is int and node.value >= 3136
+            and (node.value in figures or node.value % 784 == 0))
+
+
 def test_no_module_outside_the_family_files_names_a_family_or_a_pixel_factor():
     model_types = {t for f in policies.families() for t in f.model_types}
+    figures = {n for f in policies.families() for n in (f.min_pixels, f.max_pixels, f.image_pixels()[1])}
     found = []
     for rel, tree in _product_files():
         docs = _docstrings(tree)
@@ -67,6 +76,8 @@ def test_no_module_outside_the_family_files_names_a_family_or_a_pixel_factor():
                 found.append(f"{rel}:{line}: 32 * 32")
             if isinstance(node, ast.keyword) and node.arg in ("factor", "min_side") and _is(node.value, 32):
                 found.append(f"{rel}:{line}: {node.arg}=32")
+            if _pixel_figure(node, figures):
+                found.append(f"{rel}:{line}: the pixel figure {node.value}")
     assert not found, "family-specific code outside omnidrive_r1/policies/:\n" + "\n".join(found)
 
 
@@ -98,8 +109,8 @@ def test_the_toy_bases_boxes_land_on_each_cameras_board_in_every_family(family):
     """The toy world is the same for every family (its frame is seen on the same 20 x 7 grid); only the numbers
     the policy writes differ: each camera's on-target box, in the family's convention, maps onto that camera's
     board cell in the original frame."""
+    from omnidrive_r1.coordinates import zoom_box
     from omnidrive_r1.toy.toydrive import CAMERA_SIZE, SLOTS, cell_boxes, slot_boxes, toy_pixels
-    from omnidrive_r1.vision import zoom_box
 
     size = (3 * CAMERA_SIZE[0], 2 * CAMERA_SIZE[1])
     lo, hi, _ = toy_pixels(family)

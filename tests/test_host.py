@@ -1,6 +1,6 @@
 """Host independence: what is compiled or cached for one CPU is not reused on another (docs/reliability.md)."""
 
-from omnidrive_r1.cache import cpu_isa_key, isolate_vllm_compile_cache
+from omnidrive_r1.disk_cache import cpu_isa_key, isolate_vllm_compile_cache
 
 
 def test_vllm_compile_cache_is_kept_per_instruction_set(monkeypatch, tmp_path):

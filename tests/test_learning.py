@@ -17,9 +17,9 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_a_few_rl_steps_raise_the_mean_reward_of_a_fixed_batch(small_toy_base, toydrive_dir, tmp_path):
     steps = 16
     train(ROOT / "recipes/toy/stage1.yaml", [
-        "toy={}", f"model_name_or_path={small_toy_base / 'policy'}",
-        f"rewards.2.model_name=local-dir:{small_toy_base / 'clip'}",
-        f"data.path={toydrive_dir / 'deepeyes/train.parquet'}", f"data.toydrive.out={toydrive_dir}",
+        "lab={}", f"model_name_or_path={small_toy_base / 'policy'}",
+        f"rewards.clip_grounding.model_name=local-dir:{small_toy_base / 'clip'}",
+        f"data.path={toydrive_dir / 'deepeyes/train.parquet'}",
         "data.limit=4",  # 4 prompts x 4 completions: every step sees the same batch
         f"max_steps={steps}", "learning_rate=3e-4", "save_strategy=no", "report_to=[]", f"output_dir={tmp_path}"])
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]

@@ -77,7 +77,7 @@ def test_a_toy_run_on_qwen3_vl_resumes_with_its_weights_restored(tiny_qwen3_vl_d
 
     def overrides(out, *extra):
         return [*tiny_models, f"model_name_or_path={tiny_qwen3_vl_dir}",
-                f"data.path={toydrive_dir / 'deepeyes/train.parquet'}", f"data.toydrive.out={toydrive_dir}",
+                f"data.path={toydrive_dir / 'deepeyes/train.parquet'}",
                 "per_device_train_batch_size=4", "save_steps=1", "save_total_limit=5", "learning_rate=5e-5",
                 "warmup_steps=0", "report_to=[]", "max_steps=3", f"output_dir={out}", *extra]
 

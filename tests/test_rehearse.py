@@ -49,7 +49,8 @@ def test_the_launch_is_the_paper_recipe_with_only_cpu_overrides(tmp_path):
     # nothing the paper recipe sets about the algorithm is overridden
     keys = {a.split("=", 1)[0] for a in args if "=" in a}
     assert not keys & {"loss_type", "beta", "epsilon", "epsilon_high", "learning_rate", "gradient_checkpointing",
-                       "vllm_mode", "temperature", "rewards.0.weight", "rewards.1.weight", "rewards.2.weight"}
+                       "vllm_mode", "temperature", "rewards.0.weight", "rewards.1.weight", "rewards.2.weight",
+                       "rewards.answer_accuracy.weight", "rewards.format.weight", "rewards.clip_grounding.weight"}
 
 
 @pytest.mark.slow

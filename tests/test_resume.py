@@ -25,7 +25,7 @@ TOY1 = ROOT / "recipes/toy/stage1.yaml"
 def args(toydrive_dir, tiny_models):
     """Recipe overrides of a short run on the tiny models into `out`, plus `extra`."""
     def make(out, *extra):
-        return [*tiny_models, f"data.path={toydrive_dir / 'deepeyes/train.parquet'}", f"data.toydrive.out={toydrive_dir}",
+        return [*tiny_models, f"data.path={toydrive_dir / 'deepeyes/train.parquet'}",
                 "per_device_train_batch_size=4", "save_steps=2", "save_total_limit=5", "lr_scheduler_type=linear",
                 "warmup_steps=0", "learning_rate=5e-5", "report_to=[]", "max_steps=5", f"output_dir={out}", *extra]
     return make

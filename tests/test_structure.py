@@ -37,6 +37,58 @@ def _imports(path: Path, name: str) -> set[str]:
     return found
 
 
+def _top_level_names(path: Path) -> set[str]:
+    """What a module defines or imports at its top level (`if`/`try` blocks included)."""
+    names = set()
+
+    def visit(body):
+        for node in body:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                names.add(node.name)
+            elif isinstance(node, (ast.Import, ast.ImportFrom)):
+                names.update((a.asname or a.name).split(".")[0] for a in node.names)
+            elif isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                for t in targets:
+                    names.update(n.id for n in ast.walk(t) if isinstance(n, ast.Name))
+            elif isinstance(node, (ast.If, ast.Try, ast.With)):
+                visit(node.body)
+                visit(getattr(node, "orelse", []))
+                for handler in getattr(node, "handlers", []):
+                    visit(handler.body)
+                visit(getattr(node, "finalbody", []))
+
+    visit(ast.parse(path.read_text()).body)
+    return names
+
+
+def test_every_import_of_the_package_names_something_it_defines_even_inside_functions():
+    """`from omnidrive_r1.x import y` anywhere (a function's body included, where nothing runs it until that
+    function is called) names a module of the package and something it defines: a bench part once imported a
+    constant its module no longer had, and no test called that function."""
+    modules = _modules()
+    broken = []
+    for name, path in modules.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.ImportFrom) or node.level or not (node.module or "").startswith("omnidrive_r1"):
+                continue
+            if node.module not in modules:
+                broken.append(f"{name}:{node.lineno}: no module {node.module}")
+                continue
+            defined = _top_level_names(modules[node.module])
+            for alias in node.names:
+                if alias.name not in defined and f"{node.module}.{alias.name}" not in modules:
+                    broken.append(f"{name}:{node.lineno}: {node.module} defines no {alias.name}")
+    assert not broken, "imports that would fail when run:\n" + "\n".join(broken)
+
+
+def test_the_import_check_sees_a_missing_name_inside_a_function(tmp_path):
+    path = tmp_path / "m.py"
+    path.write_text("def f():\n    from omnidrive_r1.plan import QWEN2_5_VL_7B\n")
+    assert "QWEN2_5_VL_7B" not in _top_level_names(ROOT / "omnidrive_r1" / "plan.py")
+    assert "plans" in _top_level_names(ROOT / "omnidrive_r1" / "plan.py")
+
+
 def test_no_import_circle_even_through_imports_inside_functions():
     modules = _modules()
     graph = {name: {m for m in _imports(path, name) if m in modules and m != name}
@@ -56,6 +108,44 @@ def test_no_import_circle_even_through_imports_inside_functions():
     for name in graph:
         if name not in state:
             visit(name, [name])
+
+
+LAB = ("omnidrive_r1.toy", "omnidrive_r1.bench", "omnidrive_r1.rehearse")  # the proving ground, above the product
+TOP = ("omnidrive_r1.cli",)  # the command line sits above both
+
+
+def _layer(name: str) -> int:
+    """0: the product, 1: the lab, 2: the command line."""
+    def under(prefixes):
+        return any(name == p or name.startswith(p + ".") for p in prefixes)
+
+    return 2 if under(TOP) else 1 if under(LAB) else 0
+
+
+def test_the_product_imports_nothing_from_the_lab_and_no_import_runs_back_up():
+    modules = _modules()
+    upward = sorted(f"{name} -> {m}" for name, path in modules.items() for m in _imports(path, name)
+                    if m in modules and _layer(m) > _layer(name))
+    assert not upward, "imports that run back up (product < lab < command line): " + ", ".join(upward)
+
+
+def test_the_structure_test_sees_an_import_inside_a_function(tmp_path):
+    path = tmp_path / "m.py"
+    path.write_text("def f():\n    from omnidrive_r1.toy.toydrive import generate\n")
+    found = _imports(path, "omnidrive_r1.train")
+    assert "omnidrive_r1.toy.toydrive" in found and _layer("omnidrive_r1.toy.toydrive") > _layer("omnidrive_r1.train")
+
+
+def test_the_readme_map_on_its_first_screen_names_every_folder_and_the_lab():
+    first_screen = (ROOT / "README.md").read_text().splitlines()[:50]
+    text = "\n".join(first_screen)
+    folders = [p.name for p in ROOT.iterdir() if p.is_dir() and not p.name.startswith(".")
+               and p.name in {"omnidrive_r1", "docs", "recipes", "rewards", "tools", "tests"}]
+    folders += [p.name for p in (ROOT / "omnidrive_r1").iterdir() if p.is_dir() and not p.name.startswith(("_", "."))]
+    assert all(f"{name}/" in text for name in folders), [n for n in folders if f"{n}/" not in text]
+    for prefix in LAB:  # each part of the lab is named as such on the map
+        path = prefix.replace(".", "/") + ("/" if (ROOT / prefix.replace(".", "/")).is_dir() else ".py")
+        assert any(path in line and "the lab" in line for line in first_screen), path
 
 
 def test_every_product_module_is_used_by_the_product():

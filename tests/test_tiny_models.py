@@ -6,6 +6,7 @@ from PIL import Image
 from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
 
 from omnidrive_r1.policies import default
+from omnidrive_r1.toy import tiny_families
 from omnidrive_r1.toy.tiny import TINY_MAX_PIXELS, TINY_MIN_PIXELS
 
 
@@ -61,7 +62,8 @@ def test_processor_round_trips_through_save_and_load(tiny_policy_dir, tmp_path):
 
 def test_tokenizer_carries_qwen_special_tokens_as_single_ids(tiny_processor_dir):
     tok = AutoProcessor.from_pretrained(tiny_processor_dir).tokenizer
-    for token in default().special_tokens + default().added_tokens:
+    special, added = tiny_families.tokens(default())
+    for token in special + added:
         ids = tok(token, add_special_tokens=False)["input_ids"]
         assert len(ids) == 1 and tok.convert_ids_to_tokens(ids[0]) == token
     assert tok.eos_token == "<|im_end|>"
@@ -152,7 +154,7 @@ def test_bad_mrope_section_is_refused(tiny_processor_dir, section):
 
 
 def test_a_build_made_by_another_recipe_is_rebuilt_not_reused(tmp_path):
-    from omnidrive_r1.cache import build_atomically
+    from omnidrive_r1.disk_cache import build_atomically
 
     calls = []
 

@@ -81,9 +81,9 @@ def _stripe_strength(img, box):
 def test_the_stripes_vanish_at_input_resolution_and_are_clear_in_a_zoom(toydrive_dir):
     """Measured on every board: the policy's resized frame shows a flat colour where the board is; a zoom onto
     its grid cell (what the tool returns) shows the stripes, and their orientation."""
+    from omnidrive_r1.coordinates import model_size, zoom_crop
     from omnidrive_r1.data.stitch import stitch
     from omnidrive_r1.toy.toydrive import TOY_FACTOR, TOY_MAX_PIXELS, TOY_MIN_PIXELS
-    from omnidrive_r1.vision import model_size, zoom_crop
 
     rows = json.loads((toydrive_dir / "drivelmm" / "train.json").read_text())
     seen_boards = {}

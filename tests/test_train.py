@@ -20,22 +20,60 @@ PAPER1, PAPER2 = ROOT / "recipes/omnidrive_r1/stage1.yaml", ROOT / "recipes/omni
 
 def _data_overrides(toydrive_dir, kind="deepeyes"):
     path = toydrive_dir / ("deepeyes/train.parquet" if kind == "deepeyes" else "drivelmm/train.json")
-    return [f"data.path={path}", f"data.toydrive.out={toydrive_dir}"]
+    return [f"data.path={path}"]
 
 
 @pytest.fixture()
-def tiny(tiny_models):
-    return tiny_models
+def tiny(tiny_models, toydrive_dir):
+    """The tiny models, and the session's small toydrive as the data (`lab={}` builds none)."""
+    return [*tiny_models, *_data_overrides(toydrive_dir)]
 
 
 # ------------------------------------------------------------------------------------------------- recipes
 
 def test_overrides_win_over_the_file_and_reach_into_sections(toydrive_dir, tmp_path):
-    recipe, grpo, model = parse_recipe(TOY1, ["learning_rate=3e-4", "data.limit=5", "rewards.2.margin=0.2",
+    recipe, grpo, model = parse_recipe(TOY1, ["learning_rate=3e-4", "data.limit=5", "rewards.clip_grounding.margin=0.2",
                                               "save_strategy=no", f"output_dir={tmp_path}"])
     assert grpo.learning_rate == 3e-4 and recipe.data["limit"] == 5 and recipe.rewards[2]["margin"] == 0.2
     assert grpo.save_strategy == "no" and model.model_name_or_path == "outputs/toy/base/policy"
     assert recipe.preset == "toy" and recipe.stage == "stage1" and grpo.num_generations == 4
+
+
+def test_tools_and_rewards_are_addressed_by_name_in_overrides():
+    base = load_recipe_dict(TOY1)
+    names = [r["name"] for r in base["rewards"]]
+    assert names == ["answer_accuracy", "format", "clip_grounding"]
+    raw = load_recipe_dict(TOY1, ["rewards.clip_grounding.weight=0", "tools.zoom_in.max_crop_pixels=12544",
+                                  "rewards.brevity={path: rewards/brevity.py:brevity, weight: 0.1}",
+                                  "rewards.brevity.max_chars=300", "rewards.format=null"])
+    assert [r.get("name") or r["path"] for r in raw["rewards"]] == [
+        "answer_accuracy", "clip_grounding", "rewards/brevity.py:brevity"]
+    assert raw["rewards"][1]["weight"] == 0 and raw["rewards"][1]["margin"] == base["rewards"][2]["margin"]
+    assert raw["rewards"][2] == {"path": "rewards/brevity.py:brevity", "weight": 0.1, "max_chars": 300}
+    assert raw["tools"][0]["max_crop_pixels"] == 12544 and raw["tools"][0]["max_tool_calls"] == 2
+    # a whole entry under a new name appends it, named; an index still works; a bare name takes options
+    raw = load_recipe_dict(TOY1, ["rewards.tool_bonus={weight: 0.5}", "rewards.0.weight=2", "tools=[zoom_in]",
+                                  "tools.zoom_in.max_tool_calls=1"])
+    assert raw["rewards"][3] == {"name": "tool_bonus", "weight": 0.5} and raw["rewards"][0]["weight"] == 2
+    assert raw["tools"] == [{"name": "zoom_in", "max_tool_calls": 1}]
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["rewards.clip_grounding_x.weight=0"], "rewards has no entry named 'clip_grounding_x' "
+                                            r"\(its entries: answer_accuracy, format, clip_grounding\)"),
+    (["rewards.7.weight=0"], "rewards has 3 entries; use an index from 0 to 2"),
+    (["rewards.format2={name: format}", "rewards.format.weight=1"], "2 entries named 'format'"),
+    (["learning_rate.x=1"], "learning_rate is not a section"),
+])
+def test_an_override_that_names_no_entry_says_which_there_are(overrides, message):
+    with pytest.raises(RecipeError, match=message):
+        load_recipe_dict(TOY1, overrides)
+
+
+@pytest.mark.parametrize("field", ["reward_weights", "reward_funcs"])
+def test_a_recipe_that_sets_trls_reward_fields_is_told_where_weights_go(field):
+    with pytest.raises(RecipeError, match=rf"{field}: the recipe's `rewards` section decides .*rewards.format.weight"):
+        parse_recipe(TOY1, [f"{field}=[1.0, 0.2, 0.5]"])
 
 
 def test_paper_recipes_parse_with_every_knob_set():
@@ -91,7 +129,7 @@ def test_server_mode_checks_the_image_token_counts_the_server_expanded_to():
 
 
 @pytest.mark.parametrize("overrides, message", [
-    (["data.path=/nope/train.parquet", "data.toydrive=null"], "data.path: /nope/train.parquet not found"),
+    (["data.path=/nope/train.parquet"], "data.path: /nope/train.parquet not found"),
     (["use_vllm=true"], "use_vllm: true, but vllm is not installed"),
     (["init_from=/nope/final"], "init_from: /nope/final holds no model.*make stage1"),
     (["data.kind=coco"], "data.kind must be"),

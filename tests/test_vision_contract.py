@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from omnidrive_r1 import policies
-from omnidrive_r1.vision import ZoomError, model_size, zoom_box, zoom_crop
+from omnidrive_r1.coordinates import ZoomError, model_size, zoom_box, zoom_crop
 
 MARK = (255, 0, 255)
 # ZOOM_PROPERTY_EXAMPLES=600 for a deeper search than CI's default

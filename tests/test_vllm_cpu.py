@@ -65,10 +65,10 @@ def _snapshot_after_each_step(snapshots: dict):
 
 def _toy_trainer(trainer_cls, toydrive_dir, tiny_models, tmp_path, callbacks=()):
     from omnidrive_r1.config import parse_recipe
-    from omnidrive_r1.policies import family_of
+    from omnidrive_r1.policies import tool_specs
     from omnidrive_r1.rewards import build_rewards
     from omnidrive_r1.tools import environment_factory
-    from omnidrive_r1.train import load_data, load_policy, zoom_tool_specs
+    from omnidrive_r1.train import load_data, load_policy
 
     recipe, grpo, model_args = parse_recipe(
         "recipes/toy/stage1.yaml",
@@ -87,7 +87,7 @@ def _toy_trainer(trainer_cls, toydrive_dir, tiny_models, tmp_path, callbacks=())
     return trainer_cls(
         model=model, reward_funcs=[spread, funcs[0]], args=grpo, train_dataset=load_data(recipe, tmp_path),
         processing_class=processor, callbacks=list(callbacks),
-        environment_factory=environment_factory(zoom_tool_specs(recipe, family_of(model.config))))  # the recipe's tool
+        environment_factory=environment_factory(tool_specs(recipe.tools, processor)))  # the recipe's tool
 
 
 def test_trl_weight_sync_breaks_on_packed_cpu_kernels(packed_cpu_kernels, toydrive_dir, tiny_models, tmp_path):

@@ -181,7 +181,7 @@ def test_max_crop_pixels_bounds_a_reply_and_nested_zooms_still_land_on_the_origi
     left, top, right, bottom = env.calls[0].box
     assert crop.width * crop.height <= 12544 and (left, top) == (1200, 183) and right - left == 600
     # zoom into the shrunk crop around where the marker shows in it: the box maps back to the original
-    from omnidrive_r1.vision import model_size
+    from omnidrive_r1.coordinates import model_size
 
     mw, mh = model_size(*crop.size, min_pixels=6272, max_pixels=125440, factor=env.factor)
     mx, my = (1505 - left) / (right - left) * mw, (305 - top) / (bottom - top) * mh

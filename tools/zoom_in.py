@@ -15,14 +15,13 @@ from typing import Any
 
 from PIL import Image
 
-from omnidrive_r1.policies import default
+from omnidrive_r1.coordinates import COORDINATES, MAX_ASPECT, ZoomError, zoom_box
+from omnidrive_r1.policies import DEFAULT_IMAGE_TOKENS, default
 from omnidrive_r1.protocol import call_function, text_of
 from omnidrive_r1.tools import lenient
-from omnidrive_r1.vision import COORDINATES, MAX_ASPECT, ZoomError, zoom_box
 
 TOOL_NAME = "image_zoom_in_tool"
-DEFAULT_IMAGE_TOKENS = 1280  # the paper recipes' resolution, in image tokens
-# every reason a call can fail with (ZoomError reasons from omnidrive_r1.vision, then the tool's own)
+# every reason a call can fail with (ZoomError reasons from omnidrive_r1.coordinates, then the tool's own)
 FAILURE_REASONS = ("not_a_box", "wrong_arity", "not_a_number", "not_finite", "empty_box", "extreme_aspect",
                    "call_limit", "image_limit", "bad_image_index", "bad_label", "bad_arguments")
 
@@ -54,8 +53,8 @@ class ZoomInTool:
     """Environment with one tool, `image_zoom_in_tool`.
 
     Args:
-        min_pixels / max_pixels: the policy's image resize bounds (must match the processor's; default: the
-            default family's minimum and the paper recipes' 1280 image tokens).
+        min_pixels / max_pixels: the policy's image resize bounds (must match the processor's; default: 4 to 1280
+            image tokens, as for a recipe that sets none).
         factor: the policy's resize factor (its family's: `omnidrive_r1/policies/`); sides are multiples of it.
         coordinates: how the policy writes `bbox_2d`: "pixels" of the image it sees, or "relative" (0..1000 on
             each axis); an instance for "relative" is a `RelativeZoomInTool`, whose schema says so. Unset: the
@@ -82,8 +81,9 @@ class ZoomInTool:
         family = default()
         factor = factor or family.factor
         coordinates = coordinates or family.coordinates
-        min_pixels = family.min_pixels if min_pixels is None else min_pixels
-        max_pixels = DEFAULT_IMAGE_TOKENS * factor * factor if max_pixels is None else max_pixels
+        lo, hi = (tokens * factor * factor for tokens in DEFAULT_IMAGE_TOKENS)  # as a recipe that sets none
+        min_pixels = lo if min_pixels is None else min_pixels
+        max_pixels = hi if max_pixels is None else max_pixels
         if min_pixels <= 0 or max_pixels < min_pixels:
             raise ValueError(f"need 0 < min_pixels <= max_pixels, got {min_pixels}, {max_pixels}")
         if coordinates not in COORDINATES:

@@ -14,10 +14,10 @@ def bench_tool_call(repeats: int = 200) -> dict:
     from PIL import Image
     from trl.chat_template_utils import parse_response
 
+    from omnidrive_r1.coordinates import model_size
     from omnidrive_r1.policies import build_processor, default
     from omnidrive_r1.tools.zoom_in import ZoomInTool
     from omnidrive_r1.toy.tiny import build_tiny_policy
-    from omnidrive_r1.vision import model_size
 
     family = default()
     f = family.factor
@@ -67,7 +67,7 @@ def bench_clip_reward(repeats: int = 64) -> dict:
     frames = [Image.effect_noise((1600, 600), 40 + 5 * k).convert("RGB") for k in range(8)]
     envs, completions = [], []
     for i in range(repeats):
-        env = ZoomInTool(min_pixels=3136, max_pixels=1003520)
+        env = ZoomInTool()  # the default resolution: 4 to 1280 image tokens of the default family
         env.reset(image=frames[i % 8])
         x, y = rng.randint(0, 900), rng.randint(0, 300)
         label = rng.choice(["the car", "a vehicle", "the red car"]) + f" #{i % 8}"

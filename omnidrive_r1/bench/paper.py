@@ -78,10 +78,10 @@ def policy_steps(lora: bool, steps: int, warmup: int, group: int, out_dir: Path,
     model = build_policy(model_dir, device)
     build_s = time.perf_counter() - t0
     overrides = [f"model_name_or_path={model_dir}", "data.path=outputs/toydrive/deepeyes/train.parquet",
-                 "data.toydrive={out: outputs/toydrive, frames: 48, seed: 0}", "use_vllm=false",
+                 "lab.toydrive={out: outputs/toydrive, frames: 48, seed: 0}", "use_vllm=false",
                  "attn_implementation=sdpa", f"num_generations={group}", f"per_device_train_batch_size={group}",
-                 "gradient_accumulation_steps=1", "report_to=[]", "rewards.2.model_name=ViT-L-14",
-                 "rewards.2.pretrained=null", "require_gpu=false", f"bf16={device == 'cuda'}"]
+                 "gradient_accumulation_steps=1", "report_to=[]", "rewards.clip_grounding.model_name=ViT-L-14",
+                 "rewards.clip_grounding.pretrained=null", "require_gpu=false", f"bf16={device == 'cuda'}"]
     if lora:
         overrides += ["use_peft=true", "lora_r=16", "lora_alpha=32"]
     overrides += list(extra)
@@ -146,7 +146,7 @@ def clip_throughput(batch: int = 64, batches: int = 8) -> dict:
     frames = [Image.effect_noise((4800, 1800), 40 + 5 * k).convert("RGB") for k in range(8)]
     envs, completions = [], []
     for i in range(64):
-        env = ZoomInTool(min_pixels=3136, max_pixels=1003520)
+        env = ZoomInTool()  # the default resolution: 4 to 1280 image tokens of the default family
         env.reset(image=frames[i % 8])
         x, y = rng.randint(0, 1200), rng.randint(0, 400)
         env.image_zoom_in_tool(bbox_2d=[x, y, x + rng.randint(40, 300), y + rng.randint(40, 200)], label=f"car {i % 8}")

@@ -96,7 +96,7 @@ def toy_models() -> tuple[Path, Path]:
 def scaling_overrides(calls: int, group: int, prompts: int = 2) -> list[str]:
     """`prompts` prompts of `group` completions each, with room for `calls` zoom calls per trajectory."""
     return [f"num_generations={group}", f"per_device_train_batch_size={prompts * group}",
-            f"max_tool_calling_iterations={max(calls, 1)}", f"tools.0.max_tool_calls={max(calls, 1)}",
+            f"max_tool_calling_iterations={max(calls, 1)}", f"tools.zoom_in.max_tool_calls={max(calls, 1)}",
             f"max_completion_length={192 + 128 * calls}"]
 
 
@@ -108,24 +108,26 @@ def run(name: str, calls: int, *, steps: int = 3, warmup: int = 2, stock: bool =
     `stock=True` trains TRL's own `GRPOTrainer` instead: no tool, the answer-accuracy reward only.
     `scripted=False` lets the random policy write what it samples (vLLM cannot be scripted this way)."""
     from omnidrive_r1.config import parse_recipe
+    from omnidrive_r1.toy.prepare import prepare
 
     total = warmup + steps
     base = []
     if recipe == TOY_RECIPE:  # the toy architectures with random weights, not the trained toy base
         policy, clip = toy_models()
-        base = [f"model_name_or_path={policy}", "toy={}", f"rewards.2.model_name=local-dir:{clip}"]
+        base = [f"model_name_or_path={policy}", "lab.toy_base=null", f"rewards.clip_grounding.model_name=local-dir:{clip}"]
     run_dir = OUT / "runs" / name
     args = [*base, *overrides, f"output_dir={run_dir}", "overwrite_output_dir=true", f"max_steps={total}",
             f"save_steps={total}", "logging_steps=1"]
     recipe_save_steps = parse_recipe(recipe, [*base, *overrides])[1].save_steps
+    source, args = prepare(recipe, args)  # toydrive generated when the recipe's lab names it
     profiler = None
     t0 = time.perf_counter()
     if stock:
-        trainer, processor = _stock_trainer(recipe, args, model)
+        trainer, processor = _stock_trainer(source, args, model)
     else:
         from omnidrive_r1.train import build_stage
 
-        stage = build_stage(recipe, args, model=model)
+        stage = build_stage(source, args, model=model)
         trainer, processor = stage.trainer, stage.processor
     tokenizer = processor.tokenizer
     script = ScriptedPolicy(tokenizer, calls)

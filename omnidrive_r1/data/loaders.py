@@ -212,7 +212,7 @@ def load_drivelmm(path: str | Path, images_root: str | Path | None = None, *, ca
     """
     from tqdm.auto import tqdm
 
-    from omnidrive_r1.cache import cache_root
+    from omnidrive_r1.disk_cache import cache_root
 
     path = Path(path)
     root = Path(images_root) if images_root else path.parent

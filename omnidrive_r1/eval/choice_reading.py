@@ -163,6 +163,15 @@ def deepeyes_rule(prediction: str, letter: str, option: str, *, benchmark: str) 
     raise ValueError(f"benchmark must be 'vstar' or 'hrbench', got {benchmark!r}")
 
 
+def read_response(response: str | None, truth: str, options: list[str], *, benchmark: str) -> dict:
+    """Every reading of one multiple-choice answer: ours (`letter`, `correct`), the text the published scorers
+    read (`prediction`) and DeepEyes' rule on it (`rule`: None leaves it to the judge)."""
+    letter = read_choice(response, options)
+    prediction = published_prediction(response)
+    rule = deepeyes_rule(prediction, truth, options[LETTERS.index(truth)], benchmark=benchmark)
+    return {"letter": letter, "correct": letter == truth, "prediction": prediction, "rule": rule}
+
+
 def judgement_verdict(reply: str) -> bool:
     """A DeepEyes-style judge reply read as their scorer reads it: after the last "Judgement:" (or the whole
     reply, which must then be exactly "1" or "0"), a "1" anywhere is right, else a "0" is wrong, else wrong.

@@ -34,7 +34,7 @@ from pathlib import Path
 
 from omnidrive_r1.errors import UserError
 from omnidrive_r1.eval.choice_reading import judgement_verdict
-from omnidrive_r1.eval.drivelmm import METRICS, OVERALL
+from omnidrive_r1.eval.drivelmm_scoring import METRICS, OVERALL
 
 JUDGE_PROMPT = """You grade the reasoning of a driving assistant about a multi-camera driving scene.
 You get the question, the reference reasoning steps with the reference final answer, and the assistant's

@@ -10,7 +10,12 @@ import textwrap
 from collections import Counter
 from pathlib import Path
 
-from omnidrive_r1.eval.drivelmm import METRICS, PUBLISHED, aggregate_judgments, official_reasoning_score
+from omnidrive_r1.eval.drivelmm_scoring import (
+    METRICS,
+    PUBLISHED,
+    aggregate_judgments,
+    official_reasoning_score,
+)
 
 
 def _percent(rows: list[dict], key: str) -> float | None:

@@ -19,10 +19,10 @@ import logging
 from collections import Counter
 from pathlib import Path
 
-from omnidrive_r1.cache import content_key
+from omnidrive_r1.disk_cache import content_key
 from omnidrive_r1.errors import UserError
 from omnidrive_r1.eval import benchmarks
-from omnidrive_r1.eval.drivelmm import box_iou
+from omnidrive_r1.eval.drivelmm_scoring import box_iou
 from omnidrive_r1.jsonl import Appender, read_jsonl
 from omnidrive_r1.protocol import assistant_turns, final_answer, messages_text, text_of
 
@@ -149,11 +149,6 @@ def finish(records: list[dict], out: Path, *, bench, judge_config, title: str, a
     return summary
 
 
-def default_data(benchmark: str = "drivelmm") -> str:
-    """The toydrive set in the benchmark's published format (generated on first use)."""
-    return benchmarks.get(benchmark).default_data()
-
-
 def open_rows(rows: list[dict]) -> list[dict]:
     """The rows with their image opened (the rollout and the zoom tool take a picture), `frame` its path."""
     from omnidrive_r1.data.loaders import _open_image
@@ -164,11 +159,11 @@ def open_rows(rows: list[dict]) -> list[dict]:
 SAMPLE_SEED = 0
 
 
-def evaluate(model: str, data: str | Path | None = None, images_root: str | None = None, *,
+def evaluate(model: str, data: str | Path, images_root: str | None = None, *,
              benchmark: str = "drivelmm", engine: str = "hf", judge_config=None, limit: int | None = None,
              out: str | Path = "outputs/eval", batch_size: int = 8, settings=None, tools: bool = True,
              overwrite: bool = False, sample: bool = False, **options) -> dict:
-    """Roll `model` out on `benchmark`'s rows from `data` (default: its toydrive set), with the tool unless
+    """Roll `model` out on `benchmark`'s rows from `data` (its published format), with the tool unless
     `tools=False`, and score it; greedy, or with `sample` at the settings' temperature (torch seeded with
     `SAMPLE_SEED`: a rerun on the same machine draws the same rollouts). `options` go to the benchmark's loader
     (DriveLMM-o1: `mcq_only`, `open_only`, `stitched_dir`)."""
@@ -179,7 +174,9 @@ def evaluate(model: str, data: str | Path | None = None, images_root: str | None
     bench = benchmarks.get(benchmark)
     if judge_config is not None and bench.judge is None:
         raise UserError(f"{bench.title} is scored by rule; it takes no judge (--judge-url)")
-    data = str(data or bench.default_data())
+    if not data:
+        raise UserError(f"--data is needed: the {bench.title} file or folder to evaluate on")
+    data = str(data)
     out = Path(out)
     settings = settings or RolloutSettings.of_model(model)
     from omnidrive_r1.policies import family_of

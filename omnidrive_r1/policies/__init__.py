@@ -3,10 +3,13 @@ file per family in this package, chosen from the model's `model_type` (as transf
 theirs). Nothing outside this package names a family, a patch size or a pixel factor.
 
 A family module defines `FAMILY`, an instance of a `Family` subclass: the resize factor and the published pixel
-limits, the coordinate convention of `bbox_2d`, the chat template and response parser, LoRA target modules,
-published architectures for `--plan`, and the tiny model's configuration and special tokens. The processor is
-built here, in one place (`build_processor`), from the recipe's pixel limits: the zoom tool, vLLM's model
-directory and evaluation take the same limits from it.
+limits, the coordinate convention of `bbox_2d`, the chat template and response parser, LoRA target modules and
+published architectures for `--plan` (the toy world builds a tiny model of each: `omnidrive_r1/toy/tiny_families.py`).
+
+The image geometry takes one route. A recipe's `image_min_pixels` / `image_max_pixels` (or, unset, the family's
+`image_pixels()` defaults) go into the processor, built here in one place (`build_processor`); `tool_specs`
+turns that processor plus the recipe's tool options into the tools' options, for training, for evaluation
+rollouts of the saved `final/` (whose processor carries the limits) and for vLLM (`pixel_limits`).
 """
 
 from __future__ import annotations
@@ -19,6 +22,12 @@ import pkgutil
 from pathlib import Path
 
 from omnidrive_r1.errors import UserError
+
+# a recipe that sets no image resolution: 4 to 1280 visual tokens (the paper recipes' resolution), in the family's
+# own pixels per token
+DEFAULT_IMAGE_TOKENS = (4, 1280)
+# the zoom tool's options that come from the processor and the family, never from a recipe's tool entry
+GEOMETRY = ("min_pixels", "max_pixels", "factor", "coordinates")
 
 
 class Family:
@@ -34,15 +43,13 @@ class Family:
     known: dict[str, dict] = {}  # hub id -> published config (for --plan without a download)
     config_class = ""  # transformers config class name
     model_class = ""  # transformers model class name
-    special_tokens: list[str] = []  # the tiny tokenizer's added special tokens, in the real tokenizer's order
-    added_tokens: list[str] = []  # added, not special
 
     def chat_template(self) -> str:
         raise NotImplementedError
 
     def install_template(self, processor):
         """Our chat template (or the family's own, where it serves tool training) and the response parser."""
-        from omnidrive_r1.templates import RESPONSE_TEMPLATE
+        from omnidrive_r1.response_parser import RESPONSE_TEMPLATE
 
         template = self.chat_template()
         processor.chat_template = template
@@ -60,8 +67,13 @@ class Family:
         """LLM tokens of an image of `pixels` pixels at most (one per factor x factor square)."""
         return math.ceil(pixels / (self.factor * self.factor))
 
+    def image_pixels(self, min_pixels: int | None = None, max_pixels: int | None = None) -> tuple[int, int]:
+        """The policy's resize bounds: a recipe's where it sets them, else `DEFAULT_IMAGE_TOKENS` of this family."""
+        lo, hi = (tokens * self.factor * self.factor for tokens in DEFAULT_IMAGE_TOKENS)
+        return (lo if min_pixels is None else min_pixels), (hi if max_pixels is None else max_pixels)
+
     def zoom_options(self) -> dict:
-        """The zoom tool's geometry for this family (defaults; a recipe may set them)."""
+        """The zoom tool's geometry for this family (`min_side` a default a recipe may change)."""
         return {"factor": self.factor, "coordinates": self.coordinates, "min_side": self.factor}
 
     def set_vision_attention(self, model, mode: str) -> int:
@@ -81,29 +93,6 @@ class Family:
         import transformers
 
         return getattr(transformers, self.model_class)(config)
-
-    def tiny_config(self, tokenizer, c: dict):
-        """The tiny model's config at toy width (`c`: `omnidrive_r1.toy.tiny.TINY_POLICY_CONFIG`)."""
-        raise NotImplementedError
-
-    @staticmethod
-    def tiny_text_config(tokenizer, c: dict, rope_parameters: dict, **extra) -> dict:
-        """The language model part of a tiny config: every id the model can emit decodes to text."""
-        ids = tokenizer.convert_tokens_to_ids
-        keys = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
-                "max_position_embeddings")
-        return {"vocab_size": len(tokenizer), **{k: c[k] for k in keys}, "rope_parameters": rope_parameters,
-                "bos_token_id": ids("<|endoftext|>"), "eos_token_id": ids("<|im_end|>"),
-                "pad_token_id": ids("<|endoftext|>"), **extra}
-
-    @staticmethod
-    def vision_token_ids(tokenizer) -> dict:
-        ids = tokenizer.convert_tokens_to_ids
-        return {"image_token_id": ids("<|image_pad|>"), "video_token_id": ids("<|video_pad|>"),
-                "vision_start_token_id": ids("<|vision_start|>"), "vision_end_token_id": ids("<|vision_end|>")}
-
-    def tiny_processor(self, tokenizer, min_pixels: int, max_pixels: int):
-        raise NotImplementedError
 
 
 def _modules() -> list[str]:
@@ -174,7 +163,7 @@ def _model_type_of_class(name: str) -> str:
 def build_processor(source: str | Path, *, min_pixels: int | None = None, max_pixels: int | None = None,
                     backend: str | None = None, cache_mb: int | None = None, revision: str | None = None):
     """The policy's processor: the one place one is built. Pixel limits (when given) go to the image processor,
-    the image backend and cache (`omnidrive_r1.image_cache`) when asked, and the family's chat template and
+    the image backend and cache (`omnidrive_r1.image_processor_cache`) when asked, and the family's chat template and
     response parser are installed."""
     from transformers import AutoImageProcessor, AutoProcessor
 
@@ -186,7 +175,7 @@ def build_processor(source: str | Path, *, min_pixels: int | None = None, max_pi
     extra = {"revision": revision} if revision else {}
     processor = AutoProcessor.from_pretrained(str(source), **sizes, **extra)
     if backend is not None or cache_mb:
-        from omnidrive_r1.image_cache import cache_images
+        from omnidrive_r1.image_processor_cache import cache_images
 
         kwargs = {"backend": backend} if backend else {}
         image_processor = AutoImageProcessor.from_pretrained(str(source), **sizes, **extra, **kwargs)
@@ -198,3 +187,41 @@ def pixel_limits(processor) -> tuple[int, int]:
     """(min_pixels, max_pixels) a processor resizes to."""
     size = processor.image_processor.size
     return size["shortest_edge"], size["longest_edge"]
+
+
+def tool_specs(tools: list, family_or_processor, pixels: tuple[int, int] | None = None) -> list[dict]:
+    """The tools' options, from a recipe's (or a saved model's) tool entries: the zoom tool resizes exactly as the
+    policy's processor does, in its family's box convention. Give the processor, or, before one is built (the
+    recipe's checks), the family and the recipe's `(min_pixels, max_pixels)`; both give the same options.
+
+    A tool entry may not set the geometry itself: the pixel limits are the recipe's `image_min_pixels` /
+    `image_max_pixels`, the factor and box convention the family's."""
+    if pixels is None:
+        family, pixels = family_of(family_or_processor), pixel_limits(family_or_processor)
+    else:
+        family = family_or_processor
+    specs = [{"name": spec} if isinstance(spec, str) else dict(spec) for spec in tools]
+    for spec in specs:
+        if spec.get("name") != "zoom_in":
+            continue
+        given = sorted(set(spec) & set(GEOMETRY))
+        if given:
+            raise UserError(f"tools: zoom_in's {', '.join(given)} come from the policy, not the tool entry: set the "
+                            "recipe's image_min_pixels / image_max_pixels (the processor's resize, which the zoom "
+                            "tool follows); the factor and box convention are the model family's")
+        spec.update(min_pixels=pixels[0], max_pixels=pixels[1])
+        for key, value in family.zoom_options().items():
+            spec.setdefault(key, value)
+    return specs
+
+
+def without_geometry(tools: list) -> list:
+    """Tool entries with the options `tool_specs` fills in removed (what a saved model keeps: its processor holds
+    the pixel limits)."""
+    return [{k: v for k, v in spec.items() if k not in GEOMETRY} if isinstance(spec, dict) else spec for spec in tools]
+
+
+def vision_token_ids(config) -> list[int]:
+    """The placeholder tokens of images and videos, which only the processor may write."""
+    return [t for t in (getattr(config, "image_token_id", None), getattr(config, "video_token_id", None))
+            if t is not None]

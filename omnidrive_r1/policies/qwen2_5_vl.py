@@ -32,11 +32,6 @@ class Qwen2_5_VL(Family):
     known = {"Qwen/Qwen2.5-VL-7B-Instruct": QWEN2_5_VL_7B}
     config_class = "Qwen2_5_VLConfig"
     model_class = "Qwen2_5_VLForConditionalGeneration"
-    # the real tokenizer's added tokens, in its order (so with the same relative ids)
-    special_tokens = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>",
-                      "<|box_start|>", "<|box_end|>", "<|quad_start|>", "<|quad_end|>", "<|vision_start|>",
-                      "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>"]
-    added_tokens = ["<tool_call>", "</tool_call>", "<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>"]
 
     def chat_template(self) -> str:
         return TEMPLATE
@@ -45,36 +40,6 @@ class Qwen2_5_VL(Family):
         from omnidrive_r1.policies._qwen2_5_vl_attention import set_vision_attention
 
         return set_vision_attention(model, mode)
-
-    def tiny_config(self, tokenizer, c: dict):
-        head_dim = c["hidden_size"] // c["num_attention_heads"]
-        if sum(c["mrope_section"]) != head_dim // 2:
-            raise ValueError(f"mrope_section {c['mrope_section']} must sum to head_dim/2 = {head_dim // 2}")
-        rope = {"rope_type": "default", "rope_theta": c["rope_theta"], "mrope_section": c["mrope_section"]}
-        return self.config(
-            text_config=self.tiny_text_config(tokenizer, c, rope),
-            vision_config={
-                "depth": c["vision_depth"],
-                "hidden_size": c["vision_hidden_size"],
-                "num_heads": c["vision_heads"],
-                "intermediate_size": c["vision_intermediate_size"],
-                "out_hidden_size": c["hidden_size"],
-                "fullatt_block_indexes": [c["vision_depth"] - 1],
-                "window_size": 112,
-                "patch_size": 14,
-                "spatial_merge_size": 2,
-                "temporal_patch_size": 2,
-            },
-            **self.vision_token_ids(tokenizer),
-            tie_word_embeddings=False,
-        )
-
-    def tiny_processor(self, tokenizer, min_pixels: int, max_pixels: int):
-        from transformers import Qwen2_5_VLProcessor, Qwen2VLImageProcessor, Qwen2VLVideoProcessor
-
-        return Qwen2_5_VLProcessor(
-            image_processor=Qwen2VLImageProcessor(min_pixels=min_pixels, max_pixels=max_pixels),
-            tokenizer=tokenizer, video_processor=Qwen2VLVideoProcessor(), chat_template=TEMPLATE)
 
 
 FAMILY = Qwen2_5_VL()

@@ -38,46 +38,11 @@ class Qwen3_VL(Family):
     known = {"Qwen/Qwen3-VL-8B-Instruct": QWEN3_VL_8B}
     config_class = "Qwen3VLConfig"
     model_class = "Qwen3VLForConditionalGeneration"
-    special_tokens = QWEN2_5_VL.special_tokens  # the same tokens with the same ids
-    added_tokens = [*QWEN2_5_VL.added_tokens, "<|fim_pad|>", "<|repo_name|>", "<|file_sep|>", "<tool_response>",
-                    "</tool_response>", "<think>", "</think>"]
 
     def chat_template(self) -> str:
         from trl.chat_template_utils import qwen3_vl_chat_template
 
         return qwen3_vl_chat_template
-
-    def tiny_config(self, tokenizer, c: dict):
-        head_dim = c["hidden_size"] // c["num_attention_heads"]
-        section = [head_dim // 2 - 2 * (head_dim // 6), head_dim // 6, head_dim // 6]  # sums to head_dim / 2
-        rope = {"rope_type": "default", "rope_theta": c["rope_theta"], "mrope_section": section,
-                "mrope_interleaved": True}
-        return self.config(
-            text_config=self.tiny_text_config(tokenizer, c, rope, head_dim=head_dim),
-            vision_config={
-                "depth": c["vision_depth"],
-                "hidden_size": c["vision_hidden_size"],
-                "num_heads": c["vision_heads"],
-                "intermediate_size": c["vision_intermediate_size"],
-                "out_hidden_size": c["hidden_size"],
-                "patch_size": 16,
-                "spatial_merge_size": 2,
-                "temporal_patch_size": 2,
-                "num_position_embeddings": 256,  # a 16 x 16 grid, interpolated to any image
-                "deepstack_visual_indexes": [0],
-            },
-            **self.vision_token_ids(tokenizer),
-            tie_word_embeddings=False,
-        )
-
-    def tiny_processor(self, tokenizer, min_pixels: int, max_pixels: int):
-        from transformers import Qwen2VLImageProcessor, Qwen3VLProcessor, Qwen3VLVideoProcessor
-
-        image_processor = Qwen2VLImageProcessor(size={"shortest_edge": min_pixels, "longest_edge": max_pixels},
-                                                patch_size=16, merge_size=2, image_mean=[0.5] * 3,
-                                                image_std=[0.5] * 3)
-        return Qwen3VLProcessor(image_processor=image_processor, tokenizer=tokenizer,
-                                video_processor=Qwen3VLVideoProcessor(), chat_template=self.chat_template())
 
 
 FAMILY = Qwen3_VL()

@@ -61,7 +61,8 @@ def toy_overrides(out: Path, base: str) -> list[str]:
     """The toy section pointing at this grid's copy of the base (the reluctant one built with its share)."""
     folder = base_dir(out, base)
     share = BASES[base]
-    return [f"toy.out={folder}", f"toy.seed={BASE_SEED}", *([f"toy.zoom_share={share}"] if share else []),
+    return [f"lab.toy_base.out={folder}", f"lab.toy_base.seed={BASE_SEED}",
+            *([f"lab.toy_base.zoom_share={share}"] if share else []),
             f"model_name_or_path={folder / 'policy'}"]
 
 

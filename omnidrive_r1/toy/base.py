@@ -250,7 +250,7 @@ def as_seen(frame, family=None):
     so the SFT collator's processor has nothing left to do: it was most of a step's time."""
     import torchvision.transforms.v2.functional as F
 
-    from omnidrive_r1.vision import model_size
+    from omnidrive_r1.coordinates import model_size
 
     family = _family(family)
     lo, hi, _ = toy_pixels(family)
@@ -516,7 +516,7 @@ def toy_base_key(seed: int = 0, steps: dict | None = None, clip_steps: int = 300
                  attempts: int = PROTOCOL_ATTEMPTS, family: str | None = None, zoom_share: float | None = None) -> str:
     """The content key of a toy base build: everything the bytes depend on (the default family's keys are those
     of builds before there were families, and the shipped mix's those of builds before `zoom_share`)."""
-    from omnidrive_r1.cache import content_key
+    from omnidrive_r1.disk_cache import content_key
     from omnidrive_r1.policies import default
     from omnidrive_r1.toy.tiny import TINY_POLICY_CONFIG
 
@@ -536,7 +536,7 @@ def build_toy_base(out: str | Path | None = None, seed: int = 0, steps: dict | N
     default family's) into `out` (default: the cache). `steps` overrides `PHASE_STEPS` and `attempts` the protocol
     phase's tries (the tests build a small base that way). `zoom_share`: a reluctant base, which answers without
     the tool in most rollouts (`box_mix`)."""
-    from omnidrive_r1.cache import build_atomically, cache_root
+    from omnidrive_r1.disk_cache import build_atomically, cache_root
 
     key = toy_base_key(seed, steps, clip_steps, attempts, family, zoom_share)
     name = "toy-base" if family is None or _family(family) is _family() else f"toy-base-{family}"

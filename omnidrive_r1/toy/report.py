@@ -21,7 +21,7 @@ from pathlib import Path
 
 from omnidrive_r1.toy.toydrive import ensure_heldout
 
-VARIANTS = {"full": [], "no_clip": ["rewards.2.weight=0"]}
+VARIANTS = {"full": [], "no_clip": ["rewards.clip_grounding.weight=0"]}
 # The imitated second machine: the instruction set torch, MKL and oneDNN dispatch to, limited to AVX2. On an
 # AVX-512 machine this changes matmul, linear and attention results bit for bit, as another CPU does.
 OTHER_ISA = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
@@ -77,7 +77,7 @@ def other_machine(out: Path, seed: int = 0) -> dict:
     under the same limit."""
     env = {**OTHER_ISA, "OMNIDRIVE_CACHE": str((out / "cache").resolve())}
     base = out / "base"
-    toy = [f"toy.out={base}", f"rewards.2.model_name=local-dir:{base / 'clip'}"]
+    toy = [f"lab.toy_base.out={base}", f"rewards.clip_grounding.model_name=local-dir:{base / 'clip'}"]
     if not (out / "stage1" / "final" / "config.json").exists():
         seconds = _run(["train", "recipes/toy/stage1.yaml", f"seed={seed}", f"output_dir={out / 'stage1'}",
                         "overwrite_output_dir=true", "report_to=[]", *toy, f"model_name_or_path={base / 'policy'}"],
@@ -173,7 +173,7 @@ def report(seeds: list[int], out: Path, doc: Path, variants: tuple[str, ...] = (
     from omnidrive_r1.config import load_recipe_dict
 
     started = time.time()
-    toy = load_recipe_dict(f"recipes/{preset}/stage1.yaml", [])["toy"]
+    toy = load_recipe_dict(f"recipes/{preset}/stage1.yaml", [])["lab"]["toy_base"]
     base = Path(toy["out"]) / "policy"
     ensure_heldout()
     _run(["models", "toy-base", "--out", toy["out"], *(["--family", toy["family"]] if toy.get("family") else [])],
@@ -227,7 +227,7 @@ def report(seeds: list[int], out: Path, doc: Path, variants: tuple[str, ...] = (
             "multiple-choice rows of the held-out toydrive set (`outputs/toydrive-heldout`, 60 frames from a seed "
             "no training run uses); `--no-tools` for the no-tool column. Chance is 33.3% (three of the four "
             "options can be right). Stage rows: mean over the RL seeds, smallest to largest in brackets"
-            + (". `no clip_grounding` trains with the CLIP term's weight set to 0 (`rewards.2.weight=0`)."
+            + (". `no clip_grounding` trains with the CLIP term's weight set to 0 (`rewards.clip_grounding.weight=0`)."
                if "no_clip" in variants else ".") + "\n",
             "\n".join(table) + "\n", "Each RL seed of the default path (`make stage1 && make stage2`, "
             "`seed=S`), from the same base:\n", "\n".join(per_seed) + "\n"]
@@ -267,11 +267,11 @@ def report(seeds: list[int], out: Path, doc: Path, variants: tuple[str, ...] = (
                 f"`{out}/*/*.log`):\n\n```\nomnidrive-r1 models toy-base --out {toy['out']}"
                 + (f" --family {toy['family']}" if toy.get("family") else "") + "\n"
                 f"omnidrive-r1 train recipes/{preset}/stage1.yaml seed=S output_dir=... report_to=[] "
-                "[rewards.2.weight=0]\n"
+                "[rewards.clip_grounding.weight=0]\n"
                 f"omnidrive-r1 train recipes/{preset}/stage2.yaml seed=S init_from=STAGE1/final "
                 "model_name_or_path=STAGE1/final ...\nomnidrive-r1 eval --model MODEL --mcq-only [--no-tools]\n"
                 + (f"{' '.join(f'{k}={v}' for k, v in OTHER_ISA.items())} OMNIDRIVE_CACHE=... omnidrive-r1 train "
-                   "recipes/toy/stage1.yaml toy.out=... (then stage 2 and eval under the same variables)\n"
+                   "recipes/toy/stage1.yaml lab.toy_base.out=... (then stage 2 and eval under the same variables)\n"
                    if other is not None else "") + "```\n")
     doc.write_text("\n".join(text))
     print(f"wrote {doc} and {png}")

@@ -16,7 +16,8 @@ import json
 from pathlib import Path
 
 from omnidrive_r1 import policies
-from omnidrive_r1.cache import build_atomically, cache_root, content_key
+from omnidrive_r1.disk_cache import build_atomically, cache_root, content_key
+from omnidrive_r1.toy import tiny_families
 from omnidrive_r1.toy.toydrive import TOY_MAX_PIXELS, TOY_MIN_PIXELS
 
 TINY_TOKENIZER_VOCAB = 4096  # upper bound; BPE stops earlier when the toydrive corpus runs out of merges
@@ -91,6 +92,7 @@ def train_tiny_tokenizer(vocab_size: int, seed: int = 0, family: str | None = No
     from transformers import PreTrainedTokenizerFast
 
     fam = _family(family)
+    special_tokens, added_tokens = tiny_families.tokens(fam)
     tok = Tokenizer(models.BPE(unk_token=None))
     # A box's coordinate list is a piece of its own, and the boxes the toy base writes (`slot_boxes`) are in the
     # corpus often enough to become single tokens: the tiny policy makes one choice per box rather than four
@@ -104,7 +106,7 @@ def train_tiny_tokenizer(vocab_size: int, seed: int = 0, family: str | None = No
         pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size - len(fam.special_tokens) - len(fam.added_tokens),
+        vocab_size=vocab_size - len(special_tokens) - len(added_tokens),
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
@@ -113,12 +115,12 @@ def train_tiny_tokenizer(vocab_size: int, seed: int = 0, family: str | None = No
         tokenizer_object=tok,
         eos_token="<|im_end|>",
         pad_token="<|endoftext|>",
-        additional_special_tokens=fam.special_tokens[1:],
+        additional_special_tokens=special_tokens[1:],
         model_max_length=32768,
         padding_side="left",
     )
-    fast.add_special_tokens({"additional_special_tokens": fam.special_tokens[1:]})
-    fast.add_tokens(fam.added_tokens)
+    fast.add_special_tokens({"additional_special_tokens": special_tokens[1:]})
+    fast.add_tokens(added_tokens)
     return fast
 
 
@@ -126,11 +128,11 @@ def build_tiny_processor(tokenizer, min_pixels: int | None = None, max_pixels: i
                          family: str | None = None):
     fam = _family(family)
     lo, hi = tiny_pixels(fam)
-    return fam.tiny_processor(tokenizer, min_pixels or lo, max_pixels or hi)
+    return tiny_families.tiny_processor(fam, tokenizer, min_pixels or lo, max_pixels or hi)
 
 
 def tiny_policy_config(tokenizer, family: str | None = None, **overrides):
-    return _family(family).tiny_config(tokenizer, {**TINY_POLICY_CONFIG, **overrides})
+    return tiny_families.tiny_config(_family(family), tokenizer, {**TINY_POLICY_CONFIG, **overrides})
 
 
 def _key(family: str | None, *parts) -> tuple[str, str]:

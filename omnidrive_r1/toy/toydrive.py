@@ -30,9 +30,9 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
+from omnidrive_r1.coordinates import model_size
 from omnidrive_r1.data.stitch import CAMERAS, cell_origin, stitch
 from omnidrive_r1.policies import default
-from omnidrive_r1.vision import model_size
 
 # The toy world is drawn on the grid of the default family's policy (`omnidrive_r1/policies/`): its resize factor
 # is one grid cell. The toy presets' image resolution (recipes/toy/*.yaml): the 2400x900 stitched frame is seen

@@ -40,10 +40,6 @@ class Benchmark:
     # "yesno" (does the response answer it correctly?), "consistency" (do two answers agree?); see judge_asks
     headline: tuple = ()  # summary keys printed at the end of a run
 
-    def default_data(self) -> str:
-        """The toydrive set in this benchmark's published format, generated on first use."""
-        raise UserError(f"--data is needed: {self.title} has no toydrive set")
-
     def load(self, data: str, *, images_root: str | None = None, limit: int | None = None,
              system_prompt: str | None = None, images: bool = True, **options) -> Loaded:
         """The rows of `data`, each prompt opened by `system_prompt` (the policy family's; None: the default);

@@ -1,5 +1,5 @@
 """DriveLMM-o1 (the default benchmark): MCQ accuracy read as the official script reads it and as we do, and the
-reasoning score from the 12-metric judge (`docs/evaluation.md`; rules in `omnidrive_r1/eval/drivelmm.py`)."""
+reasoning score from the 12-metric judge (`docs/evaluation.md`; rules in `omnidrive_r1/eval/drivelmm_scoring.py`)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from collections import Counter
 from pathlib import Path
 
 from omnidrive_r1.eval.benchmarks import Benchmark, Loaded
-from omnidrive_r1.eval.drivelmm import (
+from omnidrive_r1.eval.drivelmm_scoring import (
     official_export_response,
     official_mcq_correct,
     official_mcq_letter,
@@ -27,11 +27,6 @@ class DriveLMM(Benchmark):
     headline = ("rows_in_test_set", "rows_evaluated", "mcq_accuracy", "mcq_accuracy_ours", "mcq_accuracy_strict",
                 "open_answer_f1",
                 "reasoning_score", "reasoning_score_ours", "judge_failures", "tool_calls_per_question", "zoom_iou")
-
-    def default_data(self) -> str:
-        from omnidrive_r1.toy.toydrive import ensure_heldout
-
-        return str(ensure_heldout())
 
     def load(self, data, *, images_root=None, limit=None, system_prompt=None, stitched_dir=None,
              mcq_only=False, open_only=False) -> Loaded:

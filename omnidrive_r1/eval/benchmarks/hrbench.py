@@ -37,13 +37,7 @@ from omnidrive_r1.eval.benchmarks import (
     percent,
     protocol_status,
 )
-from omnidrive_r1.eval.choice_reading import (
-    deepeyes_rule,
-    final_turn,
-    published_prediction,
-    read_choice,
-    yes_verdict,
-)
+from omnidrive_r1.eval.choice_reading import final_turn, read_response, yes_verdict
 
 COLUMNS = ("index", "question", "answer", "A", "B", "C", "D", "category", "cycle_category", "image")
 # published accuracy (%) and the protocol that produced it (`docs/benchmarks.md`)
@@ -126,14 +120,9 @@ class HRBench(Benchmark):
     headline = ("rows_evaluated", "accuracy", "by_category", "official_protocol", "deepeyes_protocol",
                 "tool_calls_per_question")
 
-    def default_data(self) -> str:
-        from omnidrive_r1.toy.benchmarks import ensure_hrbench
-
-        return str(ensure_hrbench())
-
     def load(self, data, *, images_root=None, limit=None, system_prompt=None, images=True, **options) -> Loaded:
-        from omnidrive_r1.cache import cache_root
         from omnidrive_r1.data.loaders import conversation
+        from omnidrive_r1.disk_cache import cache_root
 
         opening = {"system_prompt": system_prompt} if system_prompt else {}
         if images_root:
@@ -174,13 +163,10 @@ class HRBench(Benchmark):
     def score(self, record: dict) -> dict:
         """Our reading (`correct`) and what DeepEyes' rules decide (`deepeyes_correct`: None leaves it to the
         judge); the official verdict (`official_correct`) comes from the judge alone."""
-        response = record.get("response") or ""
-        truth = record["truth_letter"]
-        letter = read_choice(response, record["options"])
-        prediction = published_prediction(response)
-        rule = deepeyes_rule(prediction, truth, record["options"][LETTERS.index(truth)], benchmark="hrbench")
-        record.update(letter=letter, correct=letter == truth, prediction=prediction, deepeyes_rule_verdict=rule,
-                      deepeyes_correct=rule, official_correct=None)
+        read = read_response(record.get("response") or "", record["truth_letter"], record["options"],
+                             benchmark="hrbench")
+        rule = read.pop("rule")
+        record.update(read, deepeyes_rule_verdict=rule, deepeyes_correct=rule, official_correct=None)
         return record
 
     def judge_asks(self, record: dict) -> dict[str, dict]:

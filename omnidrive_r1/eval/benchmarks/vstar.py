@@ -25,7 +25,6 @@ from pathlib import Path
 from omnidrive_r1.data.loaders import DataError
 from omnidrive_r1.errors import UserError
 from omnidrive_r1.eval.benchmarks import (
-    LETTERS,
     Benchmark,
     Loaded,
     choice_prompt,
@@ -33,7 +32,7 @@ from omnidrive_r1.eval.benchmarks import (
     protocol_status,
     rotations,
 )
-from omnidrive_r1.eval.choice_reading import deepeyes_rule, published_prediction, read_choice
+from omnidrive_r1.eval.choice_reading import read_response
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 # published V* overall accuracy (%), options in file order, DeepEyes' protocol (`docs/benchmarks.md`)
@@ -95,11 +94,6 @@ class VStar(Benchmark):
     headline = ("items", "rows_evaluated", "accuracy_file_order", "accuracy_rotated", "by_category",
                 "deepeyes_protocol", "tool_calls_per_question", "zoom_iou")
 
-    def default_data(self) -> str:
-        from omnidrive_r1.toy.benchmarks import ensure_vstar
-
-        return str(ensure_vstar())
-
     def load(self, data, *, images_root=None, limit=None, system_prompt=None, images=True, **options) -> Loaded:
         from omnidrive_r1.data.loaders import conversation
 
@@ -137,13 +131,10 @@ class VStar(Benchmark):
     def score(self, record: dict) -> dict:
         """Our reading (`correct`) and what DeepEyes' rules decide (`protocol_correct`: None leaves it to the
         judge)."""
-        response = record.get("response") or ""
-        truth = record["truth_letter"]
-        letter = read_choice(response, record["options"])
-        prediction = published_prediction(response)
-        rule = deepeyes_rule(prediction, truth, record["options"][LETTERS.index(truth)], benchmark="vstar")
-        record.update(letter=letter, correct=letter == truth, prediction=prediction, rule_verdict=rule,
-                      protocol_correct=rule)
+        read = read_response(record.get("response") or "", record["truth_letter"], record["options"],
+                             benchmark="vstar")
+        rule = read.pop("rule")
+        record.update(read, rule_verdict=rule, protocol_correct=rule)
         return record
 
     def judge_asks(self, record: dict) -> dict[str, dict]:

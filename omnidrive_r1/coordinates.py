@@ -127,18 +127,3 @@ def zoom_crop(image: Image.Image, bbox_2d, *, min_pixels: int, max_pixels: int, 
     box = zoom_box(image.size, bbox_2d, min_pixels=min_pixels, max_pixels=max_pixels, factor=factor,
                    coordinates=coordinates, min_side=min_side, max_aspect=max_aspect)
     return image.crop(box)
-
-
-def vision_token_ids(config) -> list[int]:
-    """The placeholder tokens of images and videos, which only the processor may write."""
-    return [t for t in (getattr(config, "image_token_id", None), getattr(config, "video_token_id", None))
-            if t is not None]
-
-
-def thumbnail(image, side: int):
-    """`image` shrunk to fit `side` x `side` (a PIL image; anything else, or a small one, is returned as is)."""
-    from PIL import ImageOps
-
-    if not isinstance(image, Image.Image) or max(image.size) <= side:
-        return image  # ImageOps.contain would enlarge a small one
-    return ImageOps.contain(image, (side, side), Image.Resampling.BILINEAR)
