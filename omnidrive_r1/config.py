@@ -27,7 +27,7 @@ class RecipeArguments:
 
     preset: str = field(default="custom", metadata={"help": "recipe family: names outputs/<preset>/<stage>"})
     stage: str = field(default="stage1", metadata={"help": "stage1 (tool learning) or stage2 (driving)"})
-    data: dict = field(default_factory=dict, metadata={
+    data: dict = field(default_factory=dict, metadata={  # a DataSection once validated (`validate`)
         "help": "kind (drivelmm | deepeyes), path, images_root, stitched_dir, sources, limit, skip_bad, "
                 "questions (all | mcq | open: train on every row, the multiple-choice rows or the open ones)"})
     tools: list[dict] = field(default_factory=lambda: [{"name": "zoom_in"}], metadata={"help": "tool plug-ins"})
@@ -66,7 +66,44 @@ class RecipeArguments:
     wandb_project: str = field(default="omnidrive-r1", metadata={"help": "Weights & Biases project"})
 
 
-DATA_KEYS = {"kind", "path", "images_root", "stitched_dir", "sources", "limit", "skip_bad", "questions"}
+@dataclass
+class DataSection:
+    """The recipe's `data` section, typed (built from the YAML mapping by `DataSection.of`, which names a bad
+    field)."""
+
+    kind: str  # drivelmm | deepeyes
+    path: str
+    images_root: str | None = None  # DriveLMM-o1: the folder its camera paths are relative to
+    stitched_dir: str | None = None  # DriveLMM-o1: frames stitched beforehand, <idx without its question>.png
+    sources: list[str] | None = None  # DeepEyes: the data_source values to keep
+    limit: int | None = None  # the first rows only
+    skip_bad: bool = False  # skip malformed rows (counted and reported) instead of stopping
+    questions: str = "all"  # all | mcq | open: every row, the multiple-choice ones, or the open ones
+
+    @classmethod
+    def of(cls, raw) -> DataSection:
+        if isinstance(raw, DataSection):
+            return raw
+        if not isinstance(raw, dict):
+            raise RecipeError(f"data: a section (kind, path, ...) is needed, got {raw!r}")
+        unknown = sorted(set(raw) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise RecipeError(f"data: unknown key(s) {unknown}; known: {sorted(cls.__dataclass_fields__)}")
+        if raw.get("kind") not in ("drivelmm", "deepeyes"):
+            raise RecipeError(f"data.kind must be 'drivelmm' or 'deepeyes', got {raw.get('kind')!r}")
+        if not raw.get("path"):
+            raise RecipeError("data.path: the recipe names no data file")
+        _number("data.limit", raw.get("limit"), minimum=1, integer=True, optional=True)
+        if not isinstance(raw.get("skip_bad", False), bool):
+            raise RecipeError(f"data.skip_bad must be true or false, got {raw.get('skip_bad')!r}")
+        if raw.get("questions", "all") not in ("all", "mcq", "open"):
+            raise RecipeError(f"data.questions must be all, mcq or open, got {raw.get('questions')!r}")
+        sources = raw.get("sources")
+        if sources is not None and (not isinstance(sources, list) or not all(isinstance(s, str) for s in sources)):
+            raise RecipeError(f"data.sources: a list of data_source names, got {sources!r}")
+        section = cls(**raw)
+        section.path = str(section.path)
+        return section
 
 
 class RecipeError(UserError):
@@ -293,21 +330,7 @@ def validate(recipe: RecipeArguments, grpo, model_args) -> None:
     if recipe.on_bad_reward not in ("skip", "stop"):
         raise RecipeError(f"on_bad_reward: {recipe.on_bad_reward!r}; it is 'skip' (leave the group out of the "
                           "update) or 'stop'")
-    data = recipe.data
-    if not isinstance(data, dict):
-        raise RecipeError(f"data: a section (kind, path, ...) is needed, got {data!r}")
-    unknown = sorted(set(data) - DATA_KEYS)
-    if unknown:
-        raise RecipeError(f"data: unknown key(s) {unknown}; known: {sorted(DATA_KEYS)}")
-    if data.get("kind") not in ("drivelmm", "deepeyes"):
-        raise RecipeError(f"data.kind must be 'drivelmm' or 'deepeyes', got {data.get('kind')!r}")
-    if not data.get("path"):
-        raise RecipeError("data.path: the recipe names no data file")
-    _number("data.limit", data.get("limit"), minimum=1, integer=True, optional=True)
-    if not isinstance(data.get("skip_bad", False), bool):
-        raise RecipeError(f"data.skip_bad must be true or false, got {data.get('skip_bad')!r}")
-    if data.get("questions", "all") not in ("all", "mcq", "open"):
-        raise RecipeError(f"data.questions must be all, mcq or open, got {data.get('questions')!r}")
+    recipe.data = DataSection.of(recipe.data)
     for name, specs in (("tools", recipe.tools), ("rewards", recipe.rewards)):
         if not isinstance(specs, list) or not specs:
             raise RecipeError(f"{name}: a list of {name} is needed (see recipes/toy/stage1.yaml)")

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from omnidrive_r1.checkpoints import discard_staging, prepare_output_dir, resolve_resume
-from omnidrive_r1.config import RecipeArguments, RecipeError, parse_recipe, validate
+from omnidrive_r1.config import DataSection, RecipeArguments, RecipeError, parse_recipe, validate
 from omnidrive_r1.policies import build_processor, family_of, tool_specs, without_geometry
 
 log = logging.getLogger(__name__)
@@ -61,10 +61,10 @@ def check_recipe(recipe: RecipeArguments, grpo, model_args) -> None:
     # a misspelt tool or option is named before the budget
     environment_factory(tool_specs(recipe.tools, family, image_pixels(recipe, family)))
     check_zoom_budget(recipe, grpo, family)
-    path = recipe.data["path"]
+    path = recipe.data.path
     if not Path(path).exists():
-        raise RecipeError(f"data.path: {path} not found (set data.path to your {recipe.data['kind']} file)")
-    stitched = recipe.data.get("stitched_dir")
+        raise RecipeError(f"data.path: {path} not found (set data.path to your {recipe.data.kind} file)")
+    stitched = recipe.data.stitched_dir
     if stitched is not None and not Path(stitched).is_dir():
         raise RecipeError(f"data.stitched_dir: {stitched} is not a folder (it holds the pre-stitched frames, "
                           "<idx without its question number>.png)")
@@ -111,17 +111,16 @@ def load_data(recipe: RecipeArguments, output_dir: str | Path, system_prompt: st
     from omnidrive_r1.prompts import SYSTEM_PROMPT
 
     system_prompt = system_prompt or SYSTEM_PROMPT
-    data = dict(recipe.data)
-    path = Path(data["path"])
-    if data["kind"] == "drivelmm":
-        ds, report = load_drivelmm(path, data.get("images_root"), skip_bad=data.get("skip_bad", False),
-                                   limit=data.get("limit"), stitched_dir=data.get("stitched_dir"),
-                                   system_prompt=system_prompt)
+    data = DataSection.of(recipe.data)
+    path = Path(data.path)
+    if data.kind == "drivelmm":
+        ds, report = load_drivelmm(path, data.images_root, skip_bad=data.skip_bad, limit=data.limit,
+                                   stitched_dir=data.stitched_dir, system_prompt=system_prompt)
     else:
-        ds, report = load_deepeyes(path, sources=data.get("sources"), skip_bad=data.get("skip_bad", False),
-                                   limit=data.get("limit"), system_prompt=system_prompt)
+        ds, report = load_deepeyes(path, sources=data.sources, skip_bad=data.skip_bad, limit=data.limit,
+                                   system_prompt=system_prompt)
     log.info(report.summary())
-    questions = data.get("questions", "all")
+    questions = data.questions
     if questions != "all":  # the multiple-choice rows only, or the open ones only (is_mcq: docs/data.md)
         ds = ds.filter(lambda is_mcq: is_mcq == (questions == "mcq"), input_columns="is_mcq")
         if not len(ds):

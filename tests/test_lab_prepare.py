@@ -40,6 +40,17 @@ def test_an_unknown_lab_key_is_named():
         prepare(TOY1, ["lab.toy_basis={out: x}"])
 
 
+@pytest.mark.parametrize("override, message", [
+    ("lab.toydrive.frames=0", r"lab.toydrive.frames: a positive whole number, got 0"),
+    ("lab.toy_base.colour=red", r"lab.toy_base: unknown key\(s\) \['colour'\]"),
+    ("lab.toy_base.seed=-1", r"lab.toy_base.seed: a non-negative whole number, got -1"),
+    ("lab.toydrive={frames: 4}", r"lab.toydrive.out: the folder to build into is needed"),
+])
+def test_a_bad_lab_field_is_named_before_anything_is_built(override, message):
+    with pytest.raises(RecipeError, match=message):
+        prepare(TOY1, [override])
+
+
 def test_a_benchmark_without_a_toydrive_set_asks_for_data():
     with pytest.raises(UserError, match="--data is needed: the mmstar benchmark has no toydrive set"):
         default_data("mmstar")

@@ -10,7 +10,7 @@ import pytest
 import torch
 import yaml
 
-from omnidrive_r1.config import RecipeError, load_recipe_dict, parse_recipe
+from omnidrive_r1.config import DataSection, RecipeError, load_recipe_dict, parse_recipe
 from omnidrive_r1.train import check_recipe, train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,7 +34,7 @@ def tiny(tiny_models, toydrive_dir):
 def test_overrides_win_over_the_file_and_reach_into_sections(toydrive_dir, tmp_path):
     recipe, grpo, model = parse_recipe(TOY1, ["learning_rate=3e-4", "data.limit=5", "rewards.clip_grounding.margin=0.2",
                                               "save_strategy=no", f"output_dir={tmp_path}"])
-    assert grpo.learning_rate == 3e-4 and recipe.data["limit"] == 5 and recipe.rewards[2]["margin"] == 0.2
+    assert grpo.learning_rate == 3e-4 and DataSection.of(recipe.data).limit == 5 and recipe.rewards[2]["margin"] == 0.2
     assert grpo.save_strategy == "no" and model.model_name_or_path == "outputs/toy/base/policy"
     assert recipe.preset == "toy" and recipe.stage == "stage1" and grpo.num_generations == 4
 
@@ -133,6 +133,8 @@ def test_server_mode_checks_the_image_token_counts_the_server_expanded_to():
     (["use_vllm=true"], "use_vllm: true, but vllm is not installed"),
     (["init_from=/nope/final"], "init_from: /nope/final holds no model.*make stage1"),
     (["data.kind=coco"], "data.kind must be"),
+    (["data.sources=vstar"], "data.sources: a list of data_source names, got 'vstar'"),
+    (["data.shuffle=true"], r"data: unknown key\(s\) \['shuffle'\]"),
     (["rewards=[]"], "rewards"),
 ])
 def test_configurations_that_cannot_work_fail_naming_the_field(overrides, message, tiny):

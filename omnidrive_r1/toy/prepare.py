@@ -14,6 +14,7 @@ use. `default_data` gives each benchmark's toydrive set for `omnidrive-r1 eval` 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 from omnidrive_r1.config import RecipeError, load_recipe_dict
@@ -25,6 +26,46 @@ from omnidrive_r1.toy.toydrive import ensure_heldout, generate, stale
 log = logging.getLogger(__name__)
 
 LAB_KEYS = {"toy_base", "toydrive"}
+
+
+@dataclass
+class ToyBase:
+    """`lab.toy_base`: the toy base policy and toy CLIP (`omnidrive_r1.toy.models.ensure_toy_models`)."""
+
+    out: str
+    seed: int = 0
+    family: str | None = None  # a model_type; default: the default family
+    zoom_share: float | None = None  # a reluctant base: the share of its trajectories that zoom (docs/ablation.md)
+
+
+@dataclass
+class Toydrive:
+    """`lab.toydrive`: the training rows (`omnidrive_r1.toy.toydrive.generate`)."""
+
+    out: str
+    frames: int = 16
+    seed: int = 0
+
+
+def _section(cls, name: str, raw):
+    """`raw` (a mapping, or null for none) as `cls`, a bad field named as `lab.<name>.<field>`."""
+    if raw is None or raw == {}:
+        return None
+    if not isinstance(raw, dict):
+        raise RecipeError(f"lab.{name}: a section {{{', '.join(f.name for f in fields(cls))}}}, got {raw!r}")
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(raw) - set(known))
+    if unknown:
+        raise RecipeError(f"lab.{name}: unknown key(s) {unknown}; known: {sorted(known)}")
+    if "out" not in raw:
+        raise RecipeError(f"lab.{name}.out: the folder to build into is needed")
+    for key in ("seed", "frames"):
+        value = raw.get(key)
+        if key in known and value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0
+                                                   or (key == "frames" and value < 1)):
+            raise RecipeError(f"lab.{name}.{key}: a {'positive' if key == 'frames' else 'non-negative'} whole "
+                              f"number, got {value!r}")
+    return cls(**raw)
 
 
 def prepare(recipe: str | Path | dict, overrides: list[str] = ()) -> tuple[str | Path | dict, list[str]]:
@@ -41,18 +82,18 @@ def prepare(recipe: str | Path | dict, overrides: list[str] = ()) -> tuple[str |
     lab = config.pop("lab") or {}
     if not isinstance(lab, dict) or set(lab) - LAB_KEYS:
         raise RecipeError(f"lab: a section with {sorted(LAB_KEYS)} (the toy world's models and data), got {lab!r}")
-    base, data = lab.get("toy_base"), lab.get("toydrive")
+    base, data = _section(ToyBase, "toy_base", lab.get("toy_base")), _section(Toydrive, "toydrive", lab.get("toydrive"))
     if not base and not data:
         return config, []
     from accelerate import PartialState
 
     with PartialState().main_process_first():
         if base:
-            ensure_toy_models(**base)
-        if data and (not Path(config.get("data", {}).get("path", "")).exists() or stale(data["out"])):
+            ensure_toy_models(base.out, seed=base.seed, family=base.family, zoom_share=base.zoom_share)
+        if data and (not Path(config.get("data", {}).get("path", "")).exists() or stale(data.out)):
             # none yet, or one an older version of the world wrote
-            log.info(f"generating toydrive into {data['out']} (frames={data.get('frames', 16)}, seed={data.get('seed', 0)})")
-            generate(data["out"], frames=data.get("frames", 16), seed=data.get("seed", 0))
+            log.info(f"generating toydrive into {data.out} (frames={data.frames}, seed={data.seed})")
+            generate(data.out, frames=data.frames, seed=data.seed)
     return config, []
 
 
