@@ -1,6 +1,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -101,3 +102,21 @@ def test_models_vllm_dir_writes_the_recipes_image_resolution(tiny_policy_dir, tm
     size = AutoProcessor.from_pretrained(out).image_processor.size
     assert (size["shortest_edge"], size["longest_edge"]) == (3136, 50176)  # the recipe's, not the checkpoint's
     assert (out / "model.safetensors").is_symlink() and (out / "config.json").exists()
+
+
+@pytest.mark.parametrize("benchmark, extra", [("drivelmm", ["--no-tools", "--mcq-only"]), ("vstar", []),
+                                              ("hrbench", ["--no-tools"])])
+def test_eval_from_the_command_line_on_its_default_data(benchmark, extra, tiny_policy_dir, tmp_path, monkeypatch):
+    """`omnidrive-r1 eval` without --data: the lab's toydrive set in the benchmark's format, generated on first use
+    (under outputs/ of the working folder, here a temporary one)."""
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "e"
+    assert main(["eval", "--model", str(tiny_policy_dir), "--benchmark", benchmark, "--limit", "2", "--max-turns",
+                 "1", "--max-completion-length", "8", "--out", str(out), *extra]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    rows = [json.loads(line) for line in (out / "rows.jsonl").read_text().splitlines()]
+    # the first 2 items (V*: each in every rotation of its options; --mcq-only: those of them with options)
+    assert 0 < summary["rows_evaluated"] == len(rows) <= (8 if benchmark == "vstar" else 2)
+    data = Path(summary["data"])  # the default set, written under outputs/ where the user stands
+    assert data.parts[0] == "outputs" and (tmp_path / data).exists()
+    assert summary["tools"] is ("--no-tools" not in extra)
