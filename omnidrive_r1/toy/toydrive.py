@@ -377,7 +377,7 @@ def _write_parquet(path: Path, rows: list[dict]):
     pq.write_table(pa.Table.from_pylist(rows), path, compression="zstd")
 
 
-TOY_FRAMES = 48  # what recipes/toy/*.yaml generate (data.toydrive.frames)
+TOY_FRAMES = 48  # what recipes/toy/*.yaml generate (lab.toydrive.frames)
 # Raised whenever the same seed draws different pixels or questions (2: vertical stripes for "right"); a folder
 # written by another version is generated again
 TOYDRIVE_VERSION = 2
