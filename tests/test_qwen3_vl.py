@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 from transformers import AutoModelForImageTextToText
 
-from omnidrive_r1.policies import build_processor, family_of
+from omnidrive_r1.policies import build_processor, family_of, pixel_limits
 
 ROOT = Path(__file__).resolve().parents[1]
 TOY1 = ROOT / "recipes/toy/stage1.yaml"
@@ -73,6 +73,7 @@ def test_a_toy_run_on_qwen3_vl_resumes_with_its_weights_restored(tiny_qwen3_vl_d
                                                                  tmp_path):
     """Three GRPO steps of the toy recipe on the tiny Qwen3-VL, a checkpoint each step; then the run is
     resumed from checkpoint-2: its third step and final weights are the uninterrupted run's."""
+    from omnidrive_r1.rollout import RolloutSettings
     from omnidrive_r1.train import train
 
     def overrides(out, *extra):
@@ -86,8 +87,13 @@ def test_a_toy_run_on_qwen3_vl_resumes_with_its_weights_restored(tiny_qwen3_vl_d
     steps = [json.loads(line) for line in (reference / "metrics.jsonl").read_text().splitlines()]
     assert [s["step"] for s in steps if "loss" in s] == [1, 2, 3]
     assert json.loads((final / "config.json").read_text())["model_type"] == "qwen3_vl"
+    # the saved model keeps the tool's own options; its processor and family give the geometry back
     saved = json.loads((final / "omnidrive_rollout.json").read_text())
-    assert saved["tools"][0]["coordinates"] == "relative" and saved["tools"][0]["factor"] == 32
+    assert "coordinates" not in saved["tools"][0] and saved["tools"][0]["max_tool_calls"] == 2
+    processor = build_processor(final)
+    spec = RolloutSettings.of_model(final).tool_specs(processor)[0]
+    assert spec["coordinates"] == "relative" and spec["factor"] == 32
+    assert (spec["min_pixels"], spec["max_pixels"]) == pixel_limits(processor) == (12544, 125440)  # the recipe's
 
     resumed = tmp_path / "resumed"
     resumed.mkdir()
