@@ -159,8 +159,8 @@ def test_unknown_reward_fails_before_the_model_is_loaded(toydrive_dir, tmp_path,
 def test_toy_stage1_then_stage2_leave_the_promised_outputs(toydrive_dir, tiny_policy_dir, tmp_path, tiny):
     s1, s2 = tmp_path / "stage1", tmp_path / "stage2"
     common = ["max_steps=2", "per_device_train_batch_size=4", "save_steps=1", "save_total_limit=1", *tiny]
-    final1 = train(TOY1, [*_data_overrides(toydrive_dir), *common, f"output_dir={s1}"])
-    final2 = train(TOY2, [*_data_overrides(toydrive_dir, "drivelmm"), *common, f"output_dir={s2}",
+    final1 = train(TOY1, [*common, *_data_overrides(toydrive_dir), f"output_dir={s1}"])
+    final2 = train(TOY2, [*common, *_data_overrides(toydrive_dir, "drivelmm"), f"output_dir={s2}",
                           f"init_from={final1}", f"model_name_or_path={final1}"])
     for out, final in ((s1, final1), (s2, final2)):
         assert final == out / "final" and (final / "model.safetensors").exists()
@@ -210,7 +210,8 @@ def test_toy_stage1_then_stage2_leave_the_promised_outputs(toydrive_dir, tiny_po
     recipe2 = yaml.safe_load(TOY2.read_text())
     assert settings.max_turns == recipe2["max_tool_calling_iterations"]
     assert settings.max_completion_length == recipe2["max_completion_length"]
-    assert settings.tools[0]["max_tool_calls"] == 2 and settings.tools[0]["max_pixels"] == TINY_MAX_PIXELS
+    assert settings.tools[0]["max_tool_calls"] == 2
+    assert settings.tool_specs(processor)[0]["max_pixels"] == TINY_MAX_PIXELS  # the saved processor's resize
     settings.max_turns = 1
     rollouts = rollout(HFEngine(model, processor), processor, [ds[0], ds[1]], settings)
     assert turns == [2, 4]  # 2 frames, then 2 frames + 2 crops
