@@ -299,9 +299,8 @@ def build_stage(recipe_path: str | Path | dict, overrides: list[str] = (), model
     state = PartialState()
     if not grpo.run_name or grpo.run_name == grpo.output_dir:
         grpo.run_name = f"{recipe.preset}-{recipe.stage}"
-    # tools and rewards first: a misspelt plug-in or option fails before the model is loaded
+    # rewards before the model (check_recipe has named a misspelt tool or option): a bad plug-in fails early
     family = family_of(recipe.init_from or model_args.model_name_or_path)
-    environment_factory(tool_specs(recipe.tools, family, image_pixels(recipe, family)))
     reward_funcs, weights, names = build_rewards(recipe.rewards)
     grpo.reward_weights = weights
     log.info("rewards: " + ", ".join(f"{n} x{w:g}" for n, w in zip(names, weights)))
