@@ -15,6 +15,7 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import yaml
 
@@ -30,8 +31,11 @@ class RecipeArguments:
     data: dict = field(default_factory=dict, metadata={  # a DataSection once validated (`validate`)
         "help": "kind (drivelmm | deepeyes), path, images_root, stitched_dir, sources, limit, skip_bad, "
                 "questions (all | mcq | open: train on every row, the multiple-choice rows or the open ones)"})
-    tools: list[dict] = field(default_factory=lambda: [{"name": "zoom_in"}], metadata={"help": "tool plug-ins"})
-    rewards: list[dict] = field(default_factory=list, metadata={"help": "reward plug-ins with weights"})
+    # ToolEntry / RewardEntry lists once validated (`validate`)
+    tools: list[dict] = field(default_factory=lambda: [{"name": "zoom_in"}], metadata={
+        "help": "tool plug-ins: {name: <tools/ module>, option: value} or {path: 'module:Class'}"})
+    rewards: list[dict] = field(default_factory=list, metadata={
+        "help": "reward plug-ins: {name: <rewards/ module>, weight: w, option: value} or {path: 'module:fn', weight: w}"})
     image_min_pixels: int | None = field(default=None, metadata={
         "help": "policy input resize: min pixels (default: 4 visual tokens of the policy's family)"})
     image_max_pixels: int | None = field(default=None, metadata={
@@ -108,6 +112,79 @@ class DataSection:
 
 class RecipeError(UserError):
     """A recipe that cannot work; the message names the field."""
+
+
+@dataclass
+class ToolEntry:
+    """One entry of the recipe's `tools`: a built-in by `name` (a module of `tools/`) or an object of one's own by
+    `path` (`package.module:Class` / `file.py:Class`), with the plug-in's own options (checked against the
+    plug-in's constructor when the environment is built, `omnidrive_r1.plugins`)."""
+
+    name: str | None = None
+    path: str | None = None
+    options: dict = field(default_factory=dict)
+
+    SECTION: ClassVar[str] = "tools"
+    FIELDS: ClassVar[tuple[str, ...]] = ("name", "path")
+
+    @classmethod
+    def of(cls, raw, where: str | None = None):
+        """The typed entry from its recipe form: `name`, or `{name: ..., option: value}`, or `{path: ...}`."""
+        if isinstance(raw, cls):
+            return raw
+        where = where or cls.SECTION
+        if isinstance(raw, str):
+            raw = {"name": raw}
+        if not isinstance(raw, dict) or not (raw.get("name") or raw.get("path")):
+            raise RecipeError(f"{where}: {raw!r} must be a name or {{name: ...}} / {{path: ...}} with options "
+                              "(see recipes/toy/stage1.yaml)")
+        for key in ("name", "path"):
+            if raw.get(key) is not None and not isinstance(raw[key], str):
+                raise RecipeError(f"{where}.{key}: {raw[key]!r} must be a string")
+        fields = {k: raw[k] for k in cls.FIELDS if k in raw}
+        return cls(**fields, options={k: v for k, v in raw.items() if k not in cls.FIELDS}).checked(where)
+
+    def checked(self, where: str):
+        return self
+
+    @property
+    def label(self) -> str:
+        """The name the entry is known by (its `name`, else its path's object)."""
+        return self.name or str(self.path).rpartition(":")[2]
+
+    def as_recipe(self) -> dict:
+        """The entry as a recipe writes it (what a saved model's settings keep)."""
+        fields = {k: getattr(self, k) for k in self.FIELDS if getattr(self, k) is not None}
+        return {**fields, **self.options}
+
+
+@dataclass
+class RewardEntry(ToolEntry):
+    """One entry of the recipe's `rewards`: as a tool entry (a built-in of `rewards/` by name, or a function or
+    class by path), plus its `weight` in the sum TRL's GRPO optimises."""
+
+    weight: float = 1.0
+
+    SECTION: ClassVar[str] = "rewards"
+    FIELDS: ClassVar[tuple[str, ...]] = ("name", "path", "weight")
+
+    def checked(self, where: str):
+        weight = self.weight
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight):
+            raise RecipeError(f"{where}.weight: must be a number, got {weight!r}")
+        self.weight = float(weight)
+        return self
+
+
+def entries(specs, kind: type[ToolEntry], allow_empty: bool = False) -> list:
+    """A recipe's `tools` or `rewards` list, typed; a bad entry is named by its name or place (`rewards.2`)."""
+    if not isinstance(specs, list) or not (specs or allow_empty):
+        raise RecipeError(f"{kind.SECTION}: a list of {kind.SECTION} is needed (see recipes/toy/stage1.yaml)")
+    typed = [kind.of(spec, f"{kind.SECTION}.{entry_name(spec) or i}") for i, spec in enumerate(specs)]
+    labels = [e.label for e in typed]
+    if len(set(labels)) != len(labels):
+        raise RecipeError(f"{kind.SECTION}: names must be unique, got {labels}")
+    return typed
 
 
 def entry_name(spec) -> str | None:
@@ -271,6 +348,8 @@ def parse_recipe(path: str | Path | dict, overrides: list[str] = (), plan_only: 
         raise RecipeError(f"{path}: a field has a value of the wrong type (see the message above)") from e
     finally:
         os.unlink(f.name)
+    recipe.tools = entries(recipe.tools, ToolEntry, allow_empty=True)  # emptiness is `validate`'s to refuse
+    recipe.rewards = entries(recipe.rewards, RewardEntry, allow_empty=True)
     return recipe, grpo, model
 
 
@@ -331,9 +410,5 @@ def validate(recipe: RecipeArguments, grpo, model_args) -> None:
         raise RecipeError(f"on_bad_reward: {recipe.on_bad_reward!r}; it is 'skip' (leave the group out of the "
                           "update) or 'stop'")
     recipe.data = DataSection.of(recipe.data)
-    for name, specs in (("tools", recipe.tools), ("rewards", recipe.rewards)):
-        if not isinstance(specs, list) or not specs:
-            raise RecipeError(f"{name}: a list of {name} is needed (see recipes/toy/stage1.yaml)")
-        for i, spec in enumerate(specs):
-            if not (isinstance(spec, str) or (isinstance(spec, dict) and ("name" in spec or "path" in spec))):
-                raise RecipeError(f"{name}.{i}: {spec!r} must be a name or {{name: ...}} / {{path: ...}} with options")
+    recipe.tools = entries(recipe.tools, ToolEntry)
+    recipe.rewards = entries(recipe.rewards, RewardEntry)

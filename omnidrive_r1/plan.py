@@ -85,7 +85,7 @@ def plans(recipe, grpo, model_args, gpus: int = 8, gpu_gb: float = 80.0) -> tupl
     acts = activations_bytes(config, grpo.per_device_train_batch_size, seq, grpo.max_completion_length,
                              grpo.gradient_checkpointing)
     vllm = (grpo.vllm_gpu_memory_utilization * gpu_gb * GB) if grpo.use_vllm and grpo.vllm_mode == "colocate" else 0
-    clip = next((0.3 * GB for r in recipe.rewards if (r.get("name") if isinstance(r, dict) else r) == "clip_grounding"), 0)
+    clip = 0.3 * GB if any(r.name == "clip_grounding" for r in recipe.rewards) else 0
     out = []
     for zero in (2, 3):
         for use_lora in (False, True):

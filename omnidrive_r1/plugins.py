@@ -1,7 +1,7 @@
 """One plug-in mechanism for rewards (`rewards/`) and tools (`tools/`).
 
-A recipe entry is `{name: <a built-in>, ...options}` or `{path: "package.module:obj" | "file.py:obj", ...}`.
-`resolve` finds the object, `bind` applies the options: a class is instantiated with them, a function gets
+A recipe entry is `{name: <a built-in>, ...options}` or `{path: "package.module:obj" | "file.py:obj", ...}`,
+typed by `omnidrive_r1.config` (`ToolEntry`, `RewardEntry`). `resolve` finds the object, `bind` applies the options: a class is instantiated with them, a function gets
 them bound with `functools.partial`. Either way an unknown option fails at start-up, naming the options the
 plug-in takes.
 """
@@ -15,6 +15,7 @@ import inspect
 import pkgutil
 from pathlib import Path
 
+from omnidrive_r1.config import ToolEntry
 from omnidrive_r1.errors import UserError
 
 # parameters every reward receives from TRL: not options a recipe may set
@@ -57,23 +58,21 @@ def builtins(package: str, exclude: frozenset = frozenset()) -> list[str]:
                   if not m.name.startswith("_") and m.name not in exclude)
 
 
-def resolve(spec: dict | str, kind: str, package: str, attr: str, exclude: frozenset = frozenset()):
-    """(name, object, options) for one recipe entry; `attr` is what a built-in module exports (REWARD, TOOL)."""
-    spec = {"name": spec} if isinstance(spec, str) else dict(spec)
-    if "path" in spec:
-        target = spec.pop("path")
-        obj = load_object(target, kind)
-        name = spec.pop("name", getattr(obj, "__name__", target.rpartition(":")[2]))
-        return name, obj, spec
-    name = spec.pop("name", None)
+def resolve(entry: ToolEntry, kind: str, package: str, attr: str, exclude: frozenset = frozenset()):
+    """(name, object, options) for one typed recipe entry; `attr` is what a built-in module exports (REWARD,
+    TOOL)."""
+    if entry.path:
+        obj = load_object(entry.path, kind)
+        name = entry.name or getattr(obj, "__name__", entry.label)
+        return name, obj, dict(entry.options)
     known = builtins(package, exclude)
-    if name not in known:
-        raise PluginError(f"unknown {kind} {name!r}; known {kind}s: {known} "
+    if entry.name not in known:
+        raise PluginError(f"unknown {kind} {entry.name!r}; known {kind}s: {known} "
                           f"(or give a path: '{kind}s/my_{kind}.py:obj' / 'my_pkg.module:obj')")
-    module = importlib.import_module(f"{package}.{name}")
+    module = importlib.import_module(f"{package}.{entry.name}")
     if not hasattr(module, attr):
-        raise PluginError(f"{package}.{name} must define {attr} = <the {kind}>")
-    return name, getattr(module, attr), spec
+        raise PluginError(f"{package}.{entry.name} must define {attr} = <the {kind}>")
+    return entry.name, getattr(module, attr), dict(entry.options)
 
 
 def options_of(obj) -> list[str]:

@@ -17,6 +17,7 @@ import torch
 from trl.chat_template_utils import parse_response
 
 from omnidrive_r1 import policies
+from omnidrive_r1.config import RecipeError, ToolEntry, entries
 from omnidrive_r1.protocol import call_function
 from omnidrive_r1.tools import annotate, environment_factory, find_part, tool_methods
 from omnidrive_r1.tools.zoom_in import ZoomInTool
@@ -49,10 +50,13 @@ class Rollout:
 class RolloutSettings:
     """How a policy is rolled out: its tools and turn limits (what the training recipe said)."""
 
-    tools: list = field(default_factory=lambda: [{"name": "zoom_in"}])
+    tools: list[ToolEntry] = field(default_factory=lambda: [ToolEntry("zoom_in")])
     max_turns: int | None = 4  # tool-calling turns after the first (TRL: max_tool_calling_iterations; None: no limit)
     max_completion_length: int = 1024  # every turn and tool reply of one answer together (TRL's budget)
     temperature: float = 1.0  # used when sampling
+
+    def __post_init__(self):
+        self.tools = entries(self.tools, ToolEntry)  # the recipe form ({name: zoom_in, ...}) is typed here
 
     @classmethod
     def of_model(cls, model_dir: str | Path) -> RolloutSettings:
@@ -61,16 +65,23 @@ class RolloutSettings:
         if not path.is_file():
             return cls()
         saved = json.loads(path.read_text())
-        settings = cls(**{k: v for k, v in saved.items() if k in cls.__dataclass_fields__})
+        try:
+            settings = cls(**{k: v for k, v in saved.items() if k in cls.__dataclass_fields__})
+        except RecipeError as e:
+            raise RecipeError(f"{path}: {e}") from e
         # models saved by earlier versions wrote the zoom tool's pixel limits here too: the processor saved beside
         # them is what the policy was trained with, and the tool follows it
         settings.tools = policies.without_geometry(settings.tools)
         return settings
 
     def save(self, model_dir: str | Path) -> None:
-        (Path(model_dir) / SETTINGS_FILE).write_text(json.dumps(self.__dict__, indent=2) + "\n")
+        (Path(model_dir) / SETTINGS_FILE).write_text(json.dumps(self.as_json(), indent=2) + "\n")
 
-    def tool_specs(self, processor) -> list[dict]:
+    def as_json(self) -> dict:
+        """The settings as saved: each tool in its recipe form."""
+        return {**self.__dict__, "tools": [entry.as_recipe() for entry in self.tools]}
+
+    def tool_specs(self, processor) -> list[ToolEntry]:
         """The tools, with the zoom tool resizing exactly as the processor does, in its family's geometry."""
         return policies.tool_specs(self.tools, processor)
 

@@ -83,17 +83,17 @@ def check_zoom_budget(recipe: RecipeArguments, grpo, family) -> None:
     back, the rollout ends without an answer, and the policy learns not to zoom (measured: docs/toy.md)."""
     _, max_pixels = image_pixels(recipe, family)
     for spec in recipe.tools:
-        spec = {"name": spec} if isinstance(spec, str) else spec
-        if spec.get("name") != "zoom_in":
+        if spec.name != "zoom_in":
             continue
-        crop_pixels = min(spec.get("max_crop_pixels") or max_pixels, max_pixels)
+        max_crop_pixels = spec.options.get("max_crop_pixels")
+        crop_pixels = min(max_crop_pixels or max_pixels, max_pixels)
         crop_tokens = family.image_tokens(crop_pixels)
         need = crop_tokens + TURN_TEXT_TOKENS
         if grpo.max_completion_length < need:
             raise RecipeError(
                 f"max_completion_length: {grpo.max_completion_length} cannot hold one zoom: a crop may take "
                 f"{crop_tokens} image tokens (image_max_pixels {max_pixels}"
-                f"{', max_crop_pixels ' + str(spec['max_crop_pixels']) if spec.get('max_crop_pixels') else ''}) "
+                f"{', max_crop_pixels ' + str(max_crop_pixels) if max_crop_pixels else ''}) "
                 f"plus about {TURN_TEXT_TOKENS} tokens of text, and TRL takes back a tool reply that does not fit, "
                 f"so the policy learns not to zoom. Raise max_completion_length to at least {need}, or bound the "
                 "crop with max_crop_pixels on the zoom tool (docs/troubleshooting.md)")

@@ -23,6 +23,7 @@ import logging
 import math
 from numbers import Real
 
+from omnidrive_r1.config import RecipeError, RewardEntry, entries
 from omnidrive_r1.plugins import PluginError, bind, builtins, resolve
 
 log = logging.getLogger(__name__)
@@ -68,19 +69,19 @@ class CheckedReward:
         return values
 
 
-def build_rewards(specs: list[dict | str]):
-    """(reward_funcs, reward_weights, names) for TRL from a recipe's `rewards` list."""
+def build_rewards(specs: list[RewardEntry | dict | str]):
+    """(reward_funcs, reward_weights, names) for TRL from a recipe's `rewards` list (typed, or its recipe form)."""
     if not specs:
         raise PluginError("the recipe lists no rewards; known rewards: " + ", ".join(available()))
+    try:
+        typed = entries(list(specs), RewardEntry)
+    except RecipeError as e:
+        raise PluginError(str(e)) from e
     funcs, weights, names = [], [], []
-    for spec in specs:
-        spec = {"name": spec} if isinstance(spec, str) else dict(spec)
-        weight = spec.pop("weight", 1.0)
-        if isinstance(weight, bool) or not isinstance(weight, Real) or not math.isfinite(weight):
-            raise PluginError(f"reward {spec.get('name') or spec.get('path')!r}: weight must be a number, got {weight!r}")
-        name, target, options = resolve(spec, "reward", __name__, "REWARD")
+    for entry in typed:
+        name, target, options = resolve(entry, "reward", __name__, "REWARD")
         funcs.append(CheckedReward(bind(name, "reward", target, options), name))
-        weights.append(float(weight))
+        weights.append(entry.weight)
         names.append(name)
     if len(set(names)) != len(names):
         raise PluginError(f"reward names must be unique, got {names}")

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from omnidrive_r1 import policies
-from omnidrive_r1.config import parse_recipe
+from omnidrive_r1.config import ToolEntry, parse_recipe
 from omnidrive_r1.errors import UserError
 from omnidrive_r1.policies import build_processor, family_of, pixel_limits, tool_specs
 from omnidrive_r1.rollout import SETTINGS_FILE, RolloutSettings
@@ -41,7 +41,7 @@ def test_the_tools_options_from_a_processor_equal_those_from_the_recipes_limits(
     processor = build_processor(source, min_pixels=12544, max_pixels=163840)
     from_processor = tool_specs(TOOLS, processor)
     assert from_processor == tool_specs(TOOLS, family, (12544, 163840))
-    spec = from_processor[0]
+    spec = from_processor[0].options
     assert (spec["min_pixels"], spec["max_pixels"], spec["factor"], spec["coordinates"]) == (
         12544, 163840, family.factor, family.coordinates)
     assert spec["max_crop_pixels"] == 50176 and spec["max_tool_calls"] == 2  # the entry's own options kept
@@ -70,6 +70,6 @@ def test_a_saved_model_rolls_out_at_its_processors_resolution_not_an_old_setting
         {"tools": [{"name": "zoom_in", "min_pixels": 3136, "max_pixels": 1003520, "factor": 28,
                     "coordinates": "pixels", "max_crop_pixels": 50176}], "max_turns": 2}))
     settings = RolloutSettings.of_model(model)
-    assert settings.tools == [{"name": "zoom_in", "max_crop_pixels": 50176}] and settings.max_turns == 2
-    spec = settings.tool_specs(build_processor(model))[0]
+    assert settings.tools == [ToolEntry("zoom_in", options={"max_crop_pixels": 50176})] and settings.max_turns == 2
+    spec = settings.tool_specs(build_processor(model))[0].options
     assert (spec["min_pixels"], spec["max_pixels"], spec["max_crop_pixels"]) == (12544, 125440, 50176)

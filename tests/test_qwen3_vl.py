@@ -64,7 +64,7 @@ def test_eval_on_the_tiny_qwen3_vl_rolls_out_with_relative_boxes(tiny_qwen3_vl_d
     rows = [json.loads(line) for line in (tmp_path / "rows.jsonl").read_text().splitlines()]
     assert all(isinstance(r["response"], str) for r in rows)
     _, processor = make_engine("hf", tiny_qwen3_vl_dir)
-    spec = RolloutSettings.of_model(tiny_qwen3_vl_dir).tool_specs(processor)[0]
+    spec = RolloutSettings.of_model(tiny_qwen3_vl_dir).tool_specs(processor)[0].options
     assert spec["coordinates"] == "relative" and spec["factor"] == 32
 
 
@@ -91,7 +91,7 @@ def test_a_toy_run_on_qwen3_vl_resumes_with_its_weights_restored(tiny_qwen3_vl_d
     saved = json.loads((final / "omnidrive_rollout.json").read_text())
     assert "coordinates" not in saved["tools"][0] and saved["tools"][0]["max_tool_calls"] == 2
     processor = build_processor(final)
-    spec = RolloutSettings.of_model(final).tool_specs(processor)[0]
+    spec = RolloutSettings.of_model(final).tool_specs(processor)[0].options
     assert spec["coordinates"] == "relative" and spec["factor"] == 32
     assert (spec["min_pixels"], spec["max_pixels"]) == pixel_limits(processor) == (12544, 125440)  # the recipe's
 

@@ -237,7 +237,7 @@ def test_user_reward_from_a_file_in_a_few_lines(tmp_path):
     ({"path": "missing_file.py:fn"}, "reward file not found"),
     ({"path": "omnidrive_r1.protocol"}, "must look like"),
     ({"name": "format", "bogus": 1}, "takes no option"),
-    ({"name": "format", "weight": "heavy"}, "weight must be a number"),
+    ({"name": "format", "weight": "heavy"}, "weight: must be a number"),
     ({"name": "clip_grounding", "margin": 0, "encoder": object()}, "margin must be > 0"),
 ])
 def test_bad_reward_specs_fail_at_start_up(spec, message):

@@ -10,7 +10,14 @@ import pytest
 import torch
 import yaml
 
-from omnidrive_r1.config import DataSection, RecipeError, load_recipe_dict, parse_recipe
+from omnidrive_r1.config import (
+    DataSection,
+    RecipeError,
+    RewardEntry,
+    ToolEntry,
+    load_recipe_dict,
+    parse_recipe,
+)
 from omnidrive_r1.train import check_recipe, train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,7 +41,7 @@ def tiny(tiny_models, toydrive_dir):
 def test_overrides_win_over_the_file_and_reach_into_sections(toydrive_dir, tmp_path):
     recipe, grpo, model = parse_recipe(TOY1, ["learning_rate=3e-4", "data.limit=5", "rewards.clip_grounding.margin=0.2",
                                               "save_strategy=no", f"output_dir={tmp_path}"])
-    assert grpo.learning_rate == 3e-4 and DataSection.of(recipe.data).limit == 5 and recipe.rewards[2]["margin"] == 0.2
+    assert grpo.learning_rate == 3e-4 and DataSection.of(recipe.data).limit == 5 and recipe.rewards[2].options["margin"] == 0.2
     assert grpo.save_strategy == "no" and model.model_name_or_path == "outputs/toy/base/policy"
     assert recipe.preset == "toy" and recipe.stage == "stage1" and grpo.num_generations == 4
 
@@ -76,6 +83,29 @@ def test_a_recipe_that_sets_trls_reward_fields_is_told_where_weights_go(field):
         parse_recipe(TOY1, [f"{field}=[1.0, 0.2, 0.5]"])
 
 
+def test_tools_and_rewards_are_typed_entries_and_round_trip_to_the_recipe_form():
+    recipe, _, _ = parse_recipe(TOY1, ["rewards.brevity={path: rewards/brevity.py:brevity, weight: 0.1}"])
+    assert [type(e) for e in recipe.tools] == [ToolEntry] and all(isinstance(e, RewardEntry) for e in recipe.rewards)
+    clip, brevity = recipe.rewards[2], recipe.rewards[3]
+    assert (clip.name, clip.weight, brevity.label, brevity.weight) == ("clip_grounding", 0.5, "brevity", 0.1)
+    assert "weight" not in clip.options and clip.options["margin"] == load_recipe_dict(TOY1)["rewards"][2]["margin"]
+    raw = load_recipe_dict(TOY1)
+    assert [e.as_recipe() for e in recipe.tools] == raw["tools"]
+    assert [e.as_recipe() for e in recipe.rewards[:3]] == [{**r, "weight": float(r["weight"])} for r in raw["rewards"]]
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["rewards.format.weight=heavy"], r"rewards\.format\.weight: must be a number, got 'heavy'"),
+    (["rewards.format.weight=.nan"], r"rewards\.format\.weight: must be a number"),
+    (["tools=[{max_tool_calls: 2}]"], r"tools\.0: .* must be a name or"),
+    (["rewards.1={name: 3}"], r"rewards\.3\.name: 3 must be a string"),
+    (["rewards.again={name: format}"], "rewards: names must be unique"),
+])
+def test_a_bad_tool_or_reward_entry_is_named_by_its_name_or_place(overrides, message):
+    with pytest.raises(RecipeError, match=message):
+        parse_recipe(TOY1, overrides)
+
+
 def test_paper_recipes_parse_with_every_knob_set():
     for path in (PAPER1, PAPER2):
         raw = load_recipe_dict(path)
@@ -84,7 +114,7 @@ def test_paper_recipes_parse_with_every_knob_set():
             assert knob in raw, (path.name, knob)
         # the fields exist in GRPOConfig / ModelConfig / RecipeArguments (parsed as on a CPU machine)
         recipe, grpo, _ = parse_recipe(path, ["require_gpu=false", "bf16=false", "use_cpu=true"])
-        assert grpo.use_vllm and grpo.vllm_mode == "colocate" and recipe.tools[0]["max_tool_calls"] == 4
+        assert grpo.use_vllm and grpo.vllm_mode == "colocate" and recipe.tools[0].options["max_tool_calls"] == 4
 
 
 @pytest.mark.parametrize("overrides, message", [
@@ -210,8 +240,8 @@ def test_toy_stage1_then_stage2_leave_the_promised_outputs(toydrive_dir, tiny_po
     recipe2 = yaml.safe_load(TOY2.read_text())
     assert settings.max_turns == recipe2["max_tool_calling_iterations"]
     assert settings.max_completion_length == recipe2["max_completion_length"]
-    assert settings.tools[0]["max_tool_calls"] == 2
-    assert settings.tool_specs(processor)[0]["max_pixels"] == TINY_MAX_PIXELS  # the saved processor's resize
+    assert settings.tools[0].options["max_tool_calls"] == 2
+    assert settings.tool_specs(processor)[0].options["max_pixels"] == TINY_MAX_PIXELS  # the saved processor's resize
     settings.max_turns = 1
     rollouts = rollout(HFEngine(model, processor), processor, [ds[0], ds[1]], settings)
     assert turns == [2, 4]  # 2 frames, then 2 frames + 2 crops

@@ -6,6 +6,7 @@ from collections import Counter
 import pytest
 from PIL import Image
 
+from omnidrive_r1.config import ToolEntry
 from omnidrive_r1.plugins import PluginError, resolve
 from omnidrive_r1.tools import available, environment_factory, find_part, tool_methods
 from omnidrive_r1.tools.zoom_in import FAILURE_REASONS, TOOL_NAME, ZoomInTool, annotate
@@ -121,7 +122,8 @@ def test_tool_schema_comes_from_the_typed_docstring():
 
 def test_registry_resolves_names_paths_and_refuses_unknown(tmp_path):
     assert "zoom_in" in available()
-    name, cls, options = resolve({"name": "zoom_in", "max_tool_calls": 2}, "tool", "omnidrive_r1.tools", "TOOL")
+    name, cls, options = resolve(ToolEntry.of({"name": "zoom_in", "max_tool_calls": 2}), "tool", "omnidrive_r1.tools",
+                                  "TOOL")
     assert cls is ZoomInTool and options == {"max_tool_calls": 2}
     with pytest.raises(PluginError, match="known tools: .*zoom_in"):
         environment_factory([{"name": "nope"}])

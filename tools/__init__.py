@@ -23,6 +23,7 @@ import inspect
 import sys
 from collections.abc import Callable
 
+from omnidrive_r1.config import RecipeError, ToolEntry, entries
 from omnidrive_r1.plugins import PluginError, bind, builtins, resolve
 
 
@@ -37,15 +38,17 @@ def tool_methods(cls: type) -> dict[str, Callable]:
             if not n.startswith("_") and n not in ("reset", "get_reward")}
 
 
-def environment_factory(specs: list[dict | str]) -> Callable[[], object]:
-    """A zero-argument factory of environments exposing every listed tool.
+def environment_factory(specs: list[ToolEntry | dict | str]) -> Callable[[], object]:
+    """A zero-argument factory of environments exposing every listed tool (typed entries, or their recipe form).
 
     One tool: instances of its class. Several: instances of a class generated here whose methods forward
     to one instance of each tool (`env.parts[name]`), so TRL sees all the tools of every tool class.
     """
-    resolved = [resolve(s, "tool", __name__, "TOOL") for s in specs]
-    if not resolved:
-        raise PluginError("the recipe lists no tools")
+    try:
+        typed = entries(list(specs), ToolEntry)
+    except RecipeError as e:
+        raise PluginError(str(e)) from e
+    resolved = [resolve(entry, "tool", __name__, "TOOL") for entry in typed]
     for name, cls, options in resolved:
         bind(name, "tool", cls, options)  # one instance now: a misspelt or bad option fails before any model loads
     if len(resolved) == 1:

@@ -188,7 +188,7 @@ def evaluate(model: str, data: str | Path, images_root: str | None = None, *,
     claim_output_dir(out, {"benchmark": bench.name,
                            "model": str(Path(model).resolve()) if Path(model).exists() else model,
                            "weights": weights_identity(model), "engine": engine, "tools": tools,
-                           "settings": settings.__dict__, "data": str(Path(data).resolve()), "limit": limit,
+                           "settings": settings.as_json(), "data": str(Path(data).resolve()), "limit": limit,
                            **bench.produced_by(**options),
                            **({"sample": {"temperature": settings.temperature, "seed": SAMPLE_SEED}} if sample else {})},
                       overwrite)
@@ -211,7 +211,7 @@ def evaluate(model: str, data: str | Path, images_root: str | None = None, *,
                 generated[record["idx"]] = record
     records = [generated[row["idx"]] for row in rows]
     accounting = {"rows_in_test_set": loaded.rows_in_file, "skipped": dict(loaded.skipped), "engine": engine,
-                  "tools": tools, "settings": settings.__dict__, "data": data}
+                  "tools": tools, "settings": settings.as_json(), "data": data}
     return finish(records, out, bench=bench, judge_config=judge_config,
                   title=Path(model).name if Path(model).exists() else model, accounting=accounting)
 

@@ -14,6 +14,7 @@ rollouts of the saved `final/` (whose processor carries the limits) and for vLLM
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib
 import json
@@ -21,6 +22,7 @@ import math
 import pkgutil
 from pathlib import Path
 
+from omnidrive_r1.config import ToolEntry
 from omnidrive_r1.errors import UserError
 
 # a recipe that sets no image resolution: 4 to 1280 visual tokens (the paper recipes' resolution), in the family's
@@ -189,7 +191,7 @@ def pixel_limits(processor) -> tuple[int, int]:
     return size["shortest_edge"], size["longest_edge"]
 
 
-def tool_specs(tools: list, family_or_processor, pixels: tuple[int, int] | None = None) -> list[dict]:
+def tool_specs(tools: list, family_or_processor, pixels: tuple[int, int] | None = None) -> list[ToolEntry]:
     """The tools' options, from a recipe's (or a saved model's) tool entries: the zoom tool resizes exactly as the
     policy's processor does, in its family's box convention. Give the processor, or, before one is built (the
     recipe's checks), the family and the recipe's `(min_pixels, max_pixels)`; both give the same options.
@@ -200,25 +202,27 @@ def tool_specs(tools: list, family_or_processor, pixels: tuple[int, int] | None 
         family, pixels = family_of(family_or_processor), pixel_limits(family_or_processor)
     else:
         family = family_or_processor
-    specs = [{"name": spec} if isinstance(spec, str) else dict(spec) for spec in tools]
+    specs = [ToolEntry.of(spec) for spec in tools]
+    filled = []
     for spec in specs:
-        if spec.get("name") != "zoom_in":
+        if spec.name != "zoom_in":
+            filled.append(spec)
             continue
-        given = sorted(set(spec) & set(GEOMETRY))
+        given = sorted(set(spec.options) & set(GEOMETRY))
         if given:
             raise UserError(f"tools: zoom_in's {', '.join(given)} come from the policy, not the tool entry: set the "
                             "recipe's image_min_pixels / image_max_pixels (the processor's resize, which the zoom "
                             "tool follows); the factor and box convention are the model family's")
-        spec.update(min_pixels=pixels[0], max_pixels=pixels[1])
-        for key, value in family.zoom_options().items():
-            spec.setdefault(key, value)
-    return specs
+        options = {**family.zoom_options(), **spec.options, "min_pixels": pixels[0], "max_pixels": pixels[1]}
+        filled.append(dataclasses.replace(spec, options=options))
+    return filled
 
 
-def without_geometry(tools: list) -> list:
+def without_geometry(tools: list) -> list[ToolEntry]:
     """Tool entries with the options `tool_specs` fills in removed (what a saved model keeps: its processor holds
     the pixel limits)."""
-    return [{k: v for k, v in spec.items() if k not in GEOMETRY} if isinstance(spec, dict) else spec for spec in tools]
+    return [dataclasses.replace(entry, options={k: v for k, v in entry.options.items() if k not in GEOMETRY})
+            for entry in map(ToolEntry.of, tools)]
 
 
 def vision_token_ids(config) -> list[int]:
