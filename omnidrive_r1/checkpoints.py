@@ -18,6 +18,10 @@ import re
 import shutil
 from pathlib import Path
 
+import safetensors.torch
+from transformers.conversion_mapping import get_model_conversion_mapping
+from transformers.core_model_loading import WeightConverter, rename_source_key
+
 from omnidrive_r1.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -86,8 +90,6 @@ def publish(staged: Path, final: Path) -> None:
 
 
 def _load_file(path: Path) -> dict:
-    import safetensors.torch
-
     try:
         return safetensors.torch.load_file(str(path), device="cpu")
     except Exception as e:  # safetensors raises its own error types for truncated or empty files
@@ -110,9 +112,6 @@ def _read_state_dict(checkpoint: Path) -> dict:
 def to_model_keys(model, state: dict) -> dict:
     """Rename a saved state dict into the live model's key layout, with transformers' own conversion mapping
     (the one `from_pretrained` applies)."""
-    from transformers.conversion_mapping import get_model_conversion_mapping
-    from transformers.core_model_loading import WeightConverter, rename_source_key
-
     own = model.state_dict()
     if set(state) == set(own):
         return state
@@ -184,8 +183,6 @@ def existing_run(output_dir: str | Path) -> list[str]:
 
 def prepare_output_dir(grpo, overwrite: bool) -> None:
     """Refuse to mix two runs in one output_dir: continue the old one (resume) or replace it (overwrite)."""
-    import shutil
-
     found = existing_run(grpo.output_dir)
     if not found or grpo.resume_from_checkpoint:
         return

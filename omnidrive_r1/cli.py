@@ -1,4 +1,7 @@
-"""`omnidrive-r1` command line. Each sub-command has its own `--help`."""
+"""`omnidrive-r1` command line. Each sub-command has its own `--help`.
+
+Each command imports what it runs inside its own function: `omnidrive-r1 --help`, a sub-command's help and a
+mistyped argument answer in a fraction of a second, without loading torch (tests/test_structure.py checks it)."""
 
 from __future__ import annotations
 
@@ -55,6 +58,17 @@ def _fraction(text: str) -> float:
     return value
 
 
+def _phase_steps(text: str) -> dict[str, int]:
+    """`reading=2,protocol=2` -> {"reading": 2, "protocol": 2} (the phase names are checked by the build)."""
+    steps = {}
+    for part in filter(None, text.split(",")):
+        name, sep, value = part.partition("=")
+        if not sep or not value.strip().isdigit():
+            raise argparse.ArgumentTypeError(f"expected PHASE=N[,PHASE=N...], got {text!r}")
+        steps[name.strip()] = int(value)
+    return steps
+
+
 def cmd_data_toydrive(args) -> int:
     from omnidrive_r1.toy.toydrive import generate
 
@@ -96,7 +110,9 @@ def cmd_models_toy_base(args) -> int:
     from omnidrive_r1.toy.models import ensure_toy_models
 
     try:
-        out = ensure_toy_models(args.out, seed=args.seed, family=args.family, zoom_share=args.zoom_share)
+        size = {k: v for k, v in (("steps", args.phase_steps), ("clip_steps", args.clip_steps),
+                                  ("attempts", args.attempts)) if v is not None}
+        out = ensure_toy_models(args.out, seed=args.seed, family=args.family, zoom_share=args.zoom_share, size=size)
     except FileExistsError as e:
         raise UserError(f"--out: {e}") from None
     build = json.loads((out / "build.json").read_text()) if (out / "build.json").exists() else {}
@@ -441,6 +457,13 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--zoom-share", type=_fraction, help="a reluctant base: the share of the tool-offering SFT examples "
                                                      "that zoom (the rest answer at once); 0.25 gives a base that "
                                                      "calls in about a quarter of its rollouts (docs/ablation.md)")
+    small = b.add_argument_group("a smaller build", "only to check the machinery quickly: such a base does not learn "
+                                                    "what the toy preset needs (defaults: the full build)")
+    small.add_argument("--phase-steps", type=_phase_steps, metavar="PHASE=N,...",
+                       help="SFT steps of some phases (reading, context, pointing, protocol; 0 skips one), e.g. "
+                            "reading=2,protocol=2")
+    small.add_argument("--clip-steps", type=_positive_int, help="the toy CLIP's training steps (default 300)")
+    small.add_argument("--attempts", type=_positive_int, help="tries of the protocol phase (default 4)")
     b.set_defaults(func=cmd_models_toy_base)
     v = msub.add_parser(
         "vllm-dir", help="the model directory a vLLM server must load for a recipe (server mode)",

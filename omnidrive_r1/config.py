@@ -5,6 +5,9 @@ of `RecipeArguments` (data, tools, rewards, image resolution, where to start fro
 `key=value` overrides (dotted keys reach into sections: `data.limit=8`; tools and rewards by name,
 `rewards.clip_grounding.weight=0.3`, a new name appends: `rewards.mine={path: my_reward.py:fn}`) and parses
 the result with TRL's `TrlParser`, so every field is type-checked the way TRL scripts do.
+
+A light module: the command line's parser reads it (through `omnidrive_r1.policies`) before any command runs, so
+it imports TRL and torch inside the functions that need them, and `omnidrive-r1 --help` answers at once.
 """
 
 from __future__ import annotations
@@ -318,7 +321,7 @@ def parse_recipe(path: str | Path | dict, overrides: list[str] = (), plan_only: 
 
     `plan_only` reads a GPU recipe on any machine (for `--plan`): no GPU check, precision flags parsed as on a CPU.
     """
-    from trl import GRPOConfig, ModelConfig, TrlParser
+    from trl import GRPOConfig, ModelConfig, TrlParser  # light module: see the module's docstring
 
     config = load_recipe_dict(path, overrides)
     if isinstance(path, dict):
@@ -331,7 +334,7 @@ def parse_recipe(path: str | Path | dict, overrides: list[str] = (), plan_only: 
     if plan_only:
         config.update(require_gpu=False, bf16=False, fp16=False, use_cpu=True)
     if config.get("require_gpu"):
-        import torch
+        import torch  # light module
 
         if not torch.cuda.is_available():
             raise RecipeError(f"{path}: preset {config.get('preset')!r} needs a CUDA GPU (require_gpu: true) and none "

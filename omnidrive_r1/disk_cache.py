@@ -6,6 +6,7 @@ import hashlib
 import json
 import logging
 import os
+import platform
 import shutil
 import tempfile
 from pathlib import Path
@@ -29,8 +30,6 @@ def cpu_isa_key() -> str:
         with open("/proc/cpuinfo") as f:
             flags = next((line.split(":", 1)[1] for line in f if line.startswith("flags")), "")
     except OSError:
-        import platform
-
         flags = platform.processor()
     return content_key(sorted(flags.split()), {v: os.environ.get(v) for v in _ISA_VARIABLES})
 

@@ -12,13 +12,15 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
+import torch
+import xxhash
+from PIL import Image
+from transformers import BatchFeature
+
 
 def _key(image, options: tuple) -> tuple | None:
-    from PIL import Image
-
     if not isinstance(image, Image.Image):
         return None  # tensors, arrays, paths: processed as they come
-    import xxhash
 
     return image.size, image.mode, xxhash.xxh3_128_hexdigest(image.tobytes()), options
 
@@ -67,9 +69,6 @@ class _Cache:
 
 
 def _cached_preprocess(processor, preprocess, images, args, kwargs):
-    import torch
-    from transformers import BatchFeature
-
     cache: _Cache = processor._omnidrive_cache
     flat = images if isinstance(images, (list, tuple)) else [images]
     if args or kwargs.get("return_tensors") != "pt" or any(isinstance(im, (list, tuple)) for im in flat):

@@ -12,6 +12,12 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+from transformers import AutoConfig, AutoModelForImageTextToText
+
+from omnidrive_r1.config import parse_recipe
+from omnidrive_r1.policies import families, family_of
+
 GB = 1024**3
 
 @dataclass
@@ -34,10 +40,6 @@ class Plan:
 def model_config(source: str):
     """The policy's config: from its directory, or the published one of a hub id its family knows
     (`omnidrive_r1/policies/`)."""
-    from transformers import AutoConfig
-
-    from omnidrive_r1.policies import families
-
     path = Path(source)
     if (path / "config.json").is_file():
         return AutoConfig.from_pretrained(path)
@@ -50,9 +52,6 @@ def model_config(source: str):
 
 def parameter_counts(config, lora_r: int, lora_targets: tuple[str, ...]) -> tuple[int, int]:
     """(all parameters, LoRA parameters) of the model built on the meta device."""
-    import torch
-    from transformers import AutoModelForImageTextToText
-
     with torch.device("meta"):
         model = AutoModelForImageTextToText.from_config(config)
     total = sum(p.numel() for p in model.parameters())
@@ -74,8 +73,6 @@ def activations_bytes(config, micro_batch: int, seq: int, completion: int, check
 
 
 def plans(recipe, grpo, model_args, gpus: int = 8, gpu_gb: float = 80.0) -> tuple[list[Plan], dict]:
-    from omnidrive_r1.policies import family_of
-
     config = model_config(recipe.init_from or model_args.model_name_or_path)
     family = family_of(config)
     lora_r = model_args.lora_r or 16
@@ -119,8 +116,6 @@ def format_plan(rows: list[Plan], facts: dict) -> str:
 
 
 def print_plan(recipe_path: str | Path, overrides: list[str]) -> str:
-    from omnidrive_r1.config import parse_recipe
-
     recipe, grpo, model_args = parse_recipe(recipe_path, [*overrides, "require_gpu=false"], plan_only=True)
     rows, facts = plans(recipe, grpo, model_args)
     text = format_plan(rows, facts)

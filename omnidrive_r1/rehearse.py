@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.util
 import json
 import os
 import re
@@ -24,6 +25,14 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+import torch
+from transformers import AutoModelForImageTextToText
+
+from omnidrive_r1.config import load_recipe_dict
+from omnidrive_r1.policies import default, family_of
+from omnidrive_r1.toy.tiny import build_tiny_clip, build_tiny_policy
+from omnidrive_r1.toy.toydrive import ensure_toydrive
 
 RECIPES = Path("recipes")
 # what a CPU cannot do: a GPU, bf16, flash attention, mixed precision in accelerate's config
@@ -48,9 +57,6 @@ class Rehearsal:
     @property
     def family(self) -> str | None:
         """The model_type of the recipe's model (None: the default family), whose tiny policy stands in for it."""
-        from omnidrive_r1.config import load_recipe_dict
-        from omnidrive_r1.policies import default, family_of
-
         family = family_of(load_recipe_dict(RECIPES / self.preset / "stage1.yaml", [])["model_name_or_path"])
         return None if family is default() else family.model_types[0]
 
@@ -70,8 +76,6 @@ class RehearsalError(RuntimeError):
 
 def vllm_python() -> Path | None:
     """The interpreter that has vLLM: this one, or `.venv-vllm`'s (`make vllm-cpu`)."""
-    import importlib.util
-
     if importlib.util.find_spec("vllm") is not None:
         return Path(sys.executable)
     candidate = Path(".venv-vllm/bin/python")
@@ -85,9 +89,6 @@ def policy_dir(models: Path, run: Rehearsal) -> Path:
 def prepare(out: Path, runs: list[Rehearsal] = RUNS) -> tuple[Path, Path]:
     """The tiny models and toydrive data, built once before any launch: under ZeRO-3 a model built from
     scratch inside the launched processes would be partitioned while it is being created."""
-    from omnidrive_r1.toy.tiny import build_tiny_clip, build_tiny_policy
-    from omnidrive_r1.toy.toydrive import ensure_toydrive
-
     models = out / "models"
     for run in runs:
         if not (policy_dir(models, run) / "config.json").exists():
@@ -127,9 +128,6 @@ def failure_lines(text: str) -> str:
 
 def check_final(final: Path) -> str:
     """`final/` loads with from_pretrained, with no missing or unexpected keys."""
-    import torch
-    from transformers import AutoModelForImageTextToText
-
     try:
         model, info = AutoModelForImageTextToText.from_pretrained(final, dtype=torch.float32,
                                                                   output_loading_info=True)

@@ -14,10 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from transformers import AutoModelForImageTextToText
 from trl.chat_template_utils import parse_response
 
 from omnidrive_r1 import policies
 from omnidrive_r1.config import RecipeError, ToolEntry, entries
+from omnidrive_r1.disk_cache import isolate_vllm_compile_cache
 from omnidrive_r1.protocol import call_function
 from omnidrive_r1.tools import annotate, environment_factory, find_part, tool_methods
 from omnidrive_r1.tools.zoom_in import ZoomInTool
@@ -138,13 +140,9 @@ class VLLMEngine:
     same number of image tokens as in training."""
 
     def __init__(self, model_dir: str, processor, max_images: int = 5, seed: int = 0, **llm_kwargs):
-        import torch
-
-        from omnidrive_r1.disk_cache import isolate_vllm_compile_cache
-
         if not torch.cuda.is_available():
-            isolate_vllm_compile_cache()
-        from vllm import LLM
+            isolate_vllm_compile_cache()  # before vLLM is imported
+        from vllm import LLM  # optional: installed on GPU machines and in .venv-vllm only
 
         # on vLLM's CPU backend this fraction is of host memory, shared with everything else in the process
         llm_kwargs.setdefault("gpu_memory_utilization", 0.3)
@@ -155,7 +153,7 @@ class VLLMEngine:
         self.banned = {t: -100.0 for t in policies.vision_token_ids(config)}  # as in training
 
     def generate(self, texts, images, max_new_tokens, do_sample=False, temperature=1.0):
-        from vllm import SamplingParams
+        from vllm import SamplingParams  # optional (see __init__)
 
         params = SamplingParams(max_tokens=max_new_tokens, temperature=temperature if do_sample else 0.0,
                                 logit_bias=self.banned or None)
@@ -167,8 +165,6 @@ class VLLMEngine:
 
 def load_policy(model_dir: str | Path):
     """(model, processor) of a policy directory, with the project's chat template and response parser."""
-    from transformers import AutoModelForImageTextToText
-
     processor = policies.build_processor(model_dir)
     model = AutoModelForImageTextToText.from_pretrained(model_dir, dtype="auto").eval()
     return model, processor

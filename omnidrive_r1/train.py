@@ -7,6 +7,7 @@ first) -> policy + processor (our chat template) -> tool environment -> reward p
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib.util
 import json
 import logging
@@ -14,9 +15,24 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+from accelerate import PartialState
+from huggingface_hub import snapshot_download
+from transformers import AutoModelForImageTextToText
+from transformers.integrations import deepspeed as hf_deepspeed
+from trl import get_peft_config
+
 from omnidrive_r1.checkpoints import discard_staging, prepare_output_dir, resolve_resume
 from omnidrive_r1.config import DataSection, RecipeArguments, RecipeError, parse_recipe, validate
+from omnidrive_r1.data.loaders import load_deepeyes, load_drivelmm
+from omnidrive_r1.disk_cache import isolate_vllm_compile_cache
 from omnidrive_r1.policies import build_processor, family_of, tool_specs, without_geometry
+from omnidrive_r1.prompts import SYSTEM_PROMPT
+from omnidrive_r1.rewards import build_rewards
+from omnidrive_r1.rollout import RolloutSettings
+from omnidrive_r1.tools import environment_factory
+from omnidrive_r1.trainer import ToolGRPOTrainer
+from omnidrive_r1.training_curves import CurvesCallback
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +53,6 @@ def check_recipe(recipe: RecipeArguments, grpo, model_args) -> None:
         raise RecipeError("use_vllm: true, but vllm is not installed: on a GPU machine pip install "
                           "'omnidrive-r1[vllm]', or set use_vllm=false")
     if grpo.use_vllm and grpo.vllm_mode == "server":
-        import torch
-
         if not torch.cuda.is_available():
             raise RecipeError("vllm_mode: server moves the trained weights to the vLLM server over NCCL, which needs a "
                               "CUDA GPU on the trainer, and none is visible. On this machine use vllm_mode=colocate; "
@@ -55,8 +69,6 @@ def check_recipe(recipe: RecipeArguments, grpo, model_args) -> None:
     if positions and grpo.max_completion_length >= positions:
         raise RecipeError(f"max_completion_length: {grpo.max_completion_length} does not fit the model's "
                           f"{positions} positions (prompt and image tokens come on top)")
-    from omnidrive_r1.tools import environment_factory
-
     family = family_of(source)  # an unsupported model_type is named here, before anything loads
     # a misspelt tool or option is named before the budget
     environment_factory(tool_specs(recipe.tools, family, image_pixels(recipe, family)))
@@ -107,9 +119,6 @@ def image_pixels(recipe: RecipeArguments, family) -> tuple[int, int]:
 def load_data(recipe: RecipeArguments, output_dir: str | Path, system_prompt: str | None = None):
     """The recipe's training rows, their prompts opened by `system_prompt` (default: the pixel-box one; training
     passes its policy family's)."""
-    from omnidrive_r1.data.loaders import load_deepeyes, load_drivelmm
-    from omnidrive_r1.prompts import SYSTEM_PROMPT
-
     system_prompt = system_prompt or SYSTEM_PROMPT
     data = DataSection.of(recipe.data)
     path = Path(data.path)
@@ -145,8 +154,6 @@ def vllm_model_dir(source: str | Path, processor, out: str | Path) -> Path:
     """
     source, out = Path(source), Path(out)
     if not source.is_dir():  # a hub id: vLLM and transformers share the hub cache
-        from huggingface_hub import snapshot_download
-
         source = Path(snapshot_download(str(source)))
     out.mkdir(parents=True, exist_ok=True)
     for item in source.iterdir():  # weights and model config only: save_pretrained must not write through links
@@ -174,11 +181,6 @@ def load_processor(recipe: RecipeArguments, model_args):
 
 def load_policy(recipe: RecipeArguments, model_args, vllm_dir: str | Path | None = None, main_process_first=None):
     """(model, processor): the policy with our chat template and the recipe's image resolution."""
-    import contextlib
-
-    import torch
-    from transformers import AutoModelForImageTextToText
-
     source = recipe.init_from or model_args.model_name_or_path
     log.info(f"policy: starting from {source}")
     processor = load_processor(recipe, model_args)
@@ -197,10 +199,6 @@ def lora_config(model_args, family):
     ("Please specify `target_modules`"), so `use_peft=true` alone adapts the language model's attention and MLP
     projections (the family's `lora_targets`, what `--plan` counts). The vision tower's blocks reuse the MLP
     names; the pattern leaves them frozen. Set `lora_target_modules` to choose others."""
-    import dataclasses
-
-    from trl import get_peft_config
-
     if model_args.use_peft and not model_args.lora_target_modules:
         model_args = dataclasses.replace(
             model_args, lora_target_modules=rf"^(?!.*\bvisual\b).*\.({'|'.join(family.lora_targets)})$")
@@ -212,8 +210,6 @@ def zero3_init_off():
     """Build models in this process alone: under ZeRO-3, transformers partitions every model it creates across
     all ranks as it is built, which waits forever for ranks that are not loading it too (seen: the main
     process merging the LoRA adapter hung at the end of `make rehearse`'s zero3-lora-vllm)."""
-    from transformers.integrations import deepspeed as hf_deepspeed
-
     ref = getattr(hf_deepspeed, "_hf_deepspeed_config_weak_ref", None)  # transformers keeps the live config there
     active = ref() if ref is not None else None
     hf_deepspeed.unset_hf_deepspeed_config()
@@ -230,9 +226,7 @@ def merge_adapter(source: str | Path, adapter: Path, out: Path, model_args) -> N
     Merging the training model in place is not enough: under ZeRO-3 its parameters are partitioned, and the
     main process alone saved empty embedding and output tensors (`make rehearse`, zero3-lora-vllm).
     The adapter saved by the trainer is whole; the starting weights are read again from disk."""
-    import torch
-    from peft import PeftModel
-    from transformers import AutoModelForImageTextToText
+    from peft import PeftModel  # only a LoRA run gets here; peft takes seconds to import
 
     dtype = model_args.dtype if model_args.dtype in ("auto", None) else getattr(torch, model_args.dtype)
     base = AutoModelForImageTextToText.from_pretrained(source, dtype=dtype, revision=model_args.model_revision)
@@ -244,7 +238,7 @@ def setup_wandb(recipe: RecipeArguments, grpo, is_main_process: bool) -> None:
     WandbCallback then logs into it."""
     if "wandb" not in (grpo.report_to or []) or not is_main_process:
         return
-    import wandb
+    import wandb  # only when report_to names it: wandb takes seconds to import
 
     offline = not os.environ.get("WANDB_API_KEY") and os.environ.get("WANDB_MODE") in (None, "offline")
     if offline:
@@ -289,13 +283,6 @@ def build_stage(recipe_path: str | Path | dict, overrides: list[str] = (), model
     prepare_output_dir(grpo, recipe.overwrite_output_dir)
     resume = resolve_resume(grpo)
 
-    from accelerate import PartialState
-
-    from omnidrive_r1.rewards import build_rewards
-    from omnidrive_r1.tools import environment_factory
-    from omnidrive_r1.trainer import ToolGRPOTrainer
-    from omnidrive_r1.training_curves import CurvesCallback
-
     state = PartialState()
     if not grpo.run_name or grpo.run_name == grpo.output_dir:
         grpo.run_name = f"{recipe.preset}-{recipe.stage}"
@@ -314,8 +301,6 @@ def build_stage(recipe_path: str | Path | dict, overrides: list[str] = (), model
                           f"processes x gradient_accumulation_steps {grpo.gradient_accumulation_steps} / "
                           f"num_generations {grpo.num_generations}): add rows or lower the batch size")
     if grpo.use_vllm and grpo.use_cpu:
-        from omnidrive_r1.disk_cache import isolate_vllm_compile_cache
-
         isolate_vllm_compile_cache()
     if model is None:
         model, processor = load_policy(recipe, model_args, Path(grpo.output_dir) / "vllm_model" if grpo.use_vllm
@@ -349,8 +334,6 @@ def train(recipe_path: str | Path | dict, overrides: list[str] = ()) -> Path:
                                                     stage.processor)
     trainer.train(resume_from_checkpoint=stage.resume)
 
-    from omnidrive_r1.rollout import RolloutSettings
-
     final = Path(grpo.output_dir) / "final"
     if model_args.use_peft:  # final/ is a plain model directory: the adapters merged into the starting weights
         adapter = Path(grpo.output_dir) / "final_adapter"
@@ -368,7 +351,7 @@ def train(recipe_path: str | Path | dict, overrides: list[str] = ()) -> Path:
                         max_completion_length=grpo.max_completion_length, temperature=grpo.temperature).save(final)
         log.info(f"final model: {final}")
     if "wandb" in (grpo.report_to or []):
-        import wandb
+        import wandb  # only when report_to names it
 
         if wandb.run is not None:  # one stage, one run (transformers leaves it open for the process)
             wandb.finish()

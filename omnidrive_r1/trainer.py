@@ -9,17 +9,25 @@
 from __future__ import annotations
 
 import functools
+import importlib
 import logging
 import os
 from pathlib import Path
 
+import torch
+import torch.distributed as dist
+import transformers
+import trl
+from accelerate.utils import gather
+from transformers.trainer import _is_peft_model
+from transformers.trainer_utils import rotate_checkpoints
 from trl import GRPOTrainer
 
 from omnidrive_r1.checkpoints import STAGING, load_model_weights, publish
 from omnidrive_r1.policies import vision_token_ids
 from omnidrive_r1.protocol import messages_text
 from omnidrive_r1.rewards import RewardError
-from omnidrive_r1.rollout_log import thumbnail
+from omnidrive_r1.rollout_log import RolloutLog, thumbnail
 from omnidrive_r1.tools import annotate, batch_metrics
 
 log = logging.getLogger(__name__)
@@ -48,8 +56,6 @@ PRIVATE_INSTANCE_API = [
 
 def check_private_api(instance=None) -> None:
     """Raise naming the patch when an attribute it relies on is missing from the installed TRL/transformers."""
-    import importlib
-
     missing = []
     for owner, attr, patch in PRIVATE_API:
         module, _, name = owner.rpartition(".")
@@ -59,15 +65,13 @@ def check_private_api(instance=None) -> None:
         missing += [f"GRPOTrainer instance attribute {attr} (needed by: {patch})"
                     for attr, patch in PRIVATE_INSTANCE_API if not hasattr(instance, attr)]
     if missing:
-        import transformers
-        import trl
-
         raise RuntimeError(f"trl {trl.__version__} / transformers {transformers.__version__} lack what "
                            f"omnidrive-r1's trainer patches use: {'; '.join(missing)}. Install the versions "
                            "pyproject.toml pins, or update omnidrive_r1/trainer.py")
 
 
 def vllm_runs_on_cpu() -> bool:
+    # optional: vLLM is installed on GPU machines and in .venv-vllm only
     from vllm.platforms import current_platform
 
     return current_platform.is_cpu()
@@ -123,7 +127,6 @@ def generate_with_unexpanded_images(real_generate, pad: int, prompts, images, nu
     global _expansion_logged
     if not _expansion_logged:  # once per process, so that a multi-rank launch shows every rank's check
         _expansion_logged = True
-        import torch.distributed as dist
 
         rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
         log.info(f"rank {rank}: vLLM expanded the images of {len(prompts)} prompts exactly as the trainer did "
@@ -179,7 +182,6 @@ class ToolGRPOTrainer(GRPOTrainer):
         check_private_api()
         super().__init__(*args, **kwargs)
         check_private_api(self)
-        from omnidrive_r1.rollout_log import RolloutLog
 
         self.rollout_log = RolloutLog(self.args.output_dir, rollouts_every) if rollouts_every else None
         if self.use_vllm and self.vllm_mode == "colocate":
@@ -226,7 +228,6 @@ class ToolGRPOTrainer(GRPOTrainer):
         # transformers loads the file with a plain `load_state_dict`, which matches no key of a Qwen2.5-VL saved
         # by `save_pretrained` (it writes the checkpoint layout `model.layers.*`) and then trains on from the
         # initial weights, with a warning only. Adapters and FSDP keep their own loaders.
-        from transformers.trainer import _is_peft_model
 
         model = model if model is not None else self.model
         if _is_peft_model(model) or self.is_fsdp_enabled:
@@ -236,8 +237,6 @@ class ToolGRPOTrainer(GRPOTrainer):
     def _save_checkpoint(self, model, trial):
         """Write the checkpoint under `.partial/` and move it into place once every rank has written its part,
         so an interrupted save is never mistaken for a checkpoint."""
-        from transformers.trainer_utils import rotate_checkpoints
-
         run_dir = Path(self._get_output_dir(trial=trial))
         name = f"checkpoint-{self.state.global_step}"
         staging = run_dir / STAGING
@@ -280,9 +279,6 @@ class ToolGRPOTrainer(GRPOTrainer):
 
     def _drop_bad_reward_groups(self, rewards, inputs, completions):
         """Non-finite rewards never reach the weights: by `on_bad_reward`, their groups get advantage 0, or we stop."""
-        import torch
-        from accelerate.utils import gather
-
         bad_local = torch.zeros(len(completions), dtype=torch.bool, device=rewards.device)
         for func in self.reward_funcs:
             for i, value in getattr(func, "bad", []):

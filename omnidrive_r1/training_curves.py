@@ -122,7 +122,7 @@ def curve_panels(rows: list[dict]) -> list[dict]:
 def plot_curves(metrics_path: str | Path, out: str | Path, title: str = "") -> Path:
     """Six panels; faint dots are the per-step means (each over one step's completions, so they jump), the line
     is their rolling mean over the window named in the legend."""
-    import matplotlib
+    import matplotlib  # only plots need it, and the backend is chosen before pyplot loads
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -18,6 +18,11 @@ import json
 import time
 from pathlib import Path
 
+import datasets
+from PIL import Image
+from tqdm.auto import tqdm
+
+from omnidrive_r1.data.loaders import load_drivelmm
 from omnidrive_r1.errors import UserError
 from omnidrive_r1.eval.drivelmm_scoring import box_iou
 from omnidrive_r1.jsonl import read_jsonl
@@ -32,8 +37,6 @@ def _data_uri(image, side: int) -> str:
 
 @functools.lru_cache(maxsize=8)  # rows come grouped by frame; a 4800x1800 frame holds 26 MB decoded
 def _open(path: str):
-    from PIL import Image
-
     with Image.open(path) as im:
         im.load()
         return im.convert("RGB")
@@ -46,9 +49,6 @@ def _eval_frames(folder: Path, records: list[dict]) -> dict[str, str]:
     that `run.json` names (camera paths relative to its folder)."""
     if all(r.get("frame") for r in records) or not (folder / "run.json").exists():
         return {}
-    import datasets
-
-    from omnidrive_r1.data.loaders import load_drivelmm
 
     run = json.loads((folder / "run.json").read_text())
     if "data" not in run or run.get("benchmark", "drivelmm") != "drivelmm":  # only DriveLMM-o1 records predate it
@@ -309,8 +309,6 @@ def render(rows: list[dict], title: str, *, frame_side: int = 960, crop_side: in
 
 def write_view(folder: str | Path, out: str | Path | None = None, *, max_rows: int | None = None) -> dict:
     """Write the page for `folder`; returns where, how many rows, its size and the seconds it took."""
-    from tqdm.auto import tqdm
-
     t0 = time.perf_counter()
     folder = Path(folder)
     kind, rows = read_rows(folder)

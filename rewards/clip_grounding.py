@@ -46,7 +46,7 @@ class OpenClipEncoder:
 
     def __init__(self, model_name: str = "ViT-B-32", pretrained: str | None = None, device: str | None = None,
                  precision: str | None = None):
-        import open_clip
+        import open_clip  # seconds to import: only when the CLIP reward is built
 
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         if precision is None:

@@ -119,12 +119,17 @@ def test_every_cell_trains_with_its_own_base_and_reward(tmp_path):
     for reward, names in (("plain", ["answer_accuracy", "format"]), ("bonus", ["answer_accuracy", "format", "tool_bonus"]),
                           ("clip", ["answer_accuracy", "format", "clip_grounding"])):
         raw = load_recipe_dict("recipes/toy/stage1.yaml", [*ablate.toy_overrides(out, "reluctant"),
-                                                           ablate.reward_override(out, "reluctant", reward)])
+                                                           *ablate.reward_overrides(out, "reluctant", reward)])
         assert [r["name"] for r in raw["rewards"]] == names
+        # the weights are the toy recipe's (answer 1.0, format 0.2), the bonus at the CLIP term's (0.5)
+        assert [r["weight"] for r in raw["rewards"]] == [1.0, 0.2, 0.5][:len(names)]
+        if reward == "bonus":
+            assert raw["rewards"][2] == {"name": "tool_bonus", "weight": 0.5, "threshold": 0.5}
         assert raw["lab"]["toy_base"] == {"out": str(out / "reluctant-base"), "seed": 0, "zoom_share": 0.25}
         assert raw["model_name_or_path"] == str(out / "reluctant-base" / "policy")
         if reward == "clip":
             assert raw["rewards"][2]["model_name"] == f"local-dir:{out / 'reluctant-base' / 'clip'}"
+            assert raw["rewards"][2]["margin"] == 0.5
     raw = load_recipe_dict("recipes/toy/stage1.yaml", ablate.toy_overrides(out, "shipped"))
     assert "zoom_share" not in raw["lab"]["toy_base"]
 

@@ -136,6 +136,71 @@ def test_the_structure_test_sees_an_import_inside_a_function(tmp_path):
     assert "omnidrive_r1.toy.toydrive" in found and _layer("omnidrive_r1.toy.toydrive") > _layer("omnidrive_r1.train")
 
 
+# imports a product module may make inside a function, and why; every other import sits at the module's top
+OPTIONAL = {  # heavy, or only some runs need them
+    "vllm": "installed on GPU machines and in .venv-vllm only",
+    "wandb": "seconds to import, and only runs that report to it need it",
+    "peft": "seconds to import, and only LoRA runs need it",
+    "open_clip": "seconds to import, and only the CLIP reward needs it",
+    "matplotlib": "only plots need it, and the backend is chosen before pyplot loads",
+}
+HEAVY = {"torch", "transformers", "trl", "datasets", "PIL", "accelerate", "omnidrive_r1"}
+COMMAND_LINE = "omnidrive_r1.cli"  # each command imports what it runs: `omnidrive-r1 --help` starts at once
+
+
+def _light_modules() -> set[str]:
+    """The product modules the command line's parser imports before any command runs."""
+    code = ("import sys\nfrom omnidrive_r1.cli import build_parser\nbuild_parser().format_help()\n"
+            "print(' '.join(m for m in sys.modules if m.startswith('omnidrive_r1')))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return set(proc.stdout.split())
+
+
+def _function_imports(path: Path) -> list[tuple[int, str]]:
+    """(line, top-level package) of every import inside a function of `path`."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            for sub in ast.walk(node):
+                if isinstance(sub, ast.ImportFrom) and not sub.level:
+                    found.add((sub.lineno, sub.module.split(".")[0]))
+                elif isinstance(sub, ast.Import):
+                    found.update((sub.lineno, a.name.split(".")[0]) for a in sub.names)
+    return sorted(found)
+
+
+def test_the_command_line_builds_its_parser_without_loading_torch():
+    code = ("import sys\nfrom omnidrive_r1.cli import build_parser\nbuild_parser().format_help()\n"
+            "print(sorted(m for m in ('torch', 'transformers', 'trl', 'datasets', 'PIL') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == "[]", proc.stdout + proc.stderr[-2000:]
+
+
+def test_imports_sit_at_the_top_unless_a_reason_keeps_them_in_a_function():
+    """Allowed inside a function: the command line's own imports, optional heavy dependencies (`OPTIONAL`), and in
+    the light modules the parser reads, the heavy ones (`HEAVY`). Anything else, in the product and in the lab, goes
+    to the module's top, where a broken import fails at once instead of when the function first runs (the bench's
+    broken import of a name `plan` no longer defined went unseen that way)."""
+    light = _light_modules()
+    assert "omnidrive_r1.policies" in light and "omnidrive_r1.train" not in light
+    stray = []
+    for name, path in _modules().items():
+        if name == COMMAND_LINE:
+            continue
+        for line, package in _function_imports(path):
+            if package in OPTIONAL or (name in light and package in HEAVY):
+                continue
+            stray.append(f"{path.relative_to(ROOT)}:{line} ({package})")
+    assert not stray, "imports inside functions with no reason to be there: " + ", ".join(stray)
+
+
+def test_the_import_check_sees_an_import_inside_a_method(tmp_path):
+    path = tmp_path / "m.py"
+    path.write_text("import json\n\nclass A:\n    def f(self):\n        from PIL import Image\n        import torch.nn\n")
+    assert _function_imports(path) == [(5, "PIL"), (6, "torch")]
+
+
 def test_the_readme_map_on_its_first_screen_names_every_folder_and_the_lab():
     first_screen = (ROOT / "README.md").read_text().splitlines()[:50]
     text = "\n".join(first_screen)

@@ -27,6 +27,14 @@ def test_call_rate_iou_and_the_other_machine_are_judged_too():
     assert "+11.0" in checks[-1][0]
 
 
+def test_a_seed_that_never_calls_greedily_has_no_iou_and_does_not_meet_the_iou_check():
+    base = _summary(37.0, 0.30)
+    checks = report.criteria(base, [_summary(60.0, 0.5), _summary(60.0, None)], [0.9, 0.9], None)
+    what, ok = checks[3]
+    assert ok is False and "1 of 2 seeds without a call" in what and "lowest 0.500" in what
+    assert report.criteria(_summary(37.0, None), [_summary(60.0, 0.5)], [0.9], None)[3][1] is False
+
+
 def test_the_report_runs_each_command_in_its_own_process_and_stops_on_a_failure(tmp_path):
     import pytest
 

@@ -1,6 +1,6 @@
 """`make bench`: where a GRPO step's time goes, printed beside its target and written to outputs/bench/*.json.
 
-    python -m omnidrive_r1.bench [--only NAME ...]
+    python -m omnidrive_r1.bench [--only NAME ...] [--smoke] [--out DIR]
 
 step       the toy preset's step, phase by phase (one zoom call per trajectory), with the image backend fix
            measured before and after in the same run; targets: overhead_fraction <= 0.10, CLIP reward <= 10%
@@ -11,12 +11,15 @@ tool_call, vllm_vs_hf: the pieces in isolation (omnidrive_r1/bench/micro.py); cl
 vision_attention  the vision tower's windowed attention, per window vs one call per layer (bench/vision.py)
 
 Every step figure comes from real training steps in a fresh process (`omnidrive_r1.bench.steps`). Method and
-results: docs/performance.md.
+results: docs/performance.md. --smoke runs every part to the end at the least size (one step, two group sizes,
+a few repeats): it checks the machinery in minutes, and its figures mean nothing.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import importlib.util
 import json
 import os
 import subprocess
@@ -24,23 +27,49 @@ import sys
 import time
 from pathlib import Path
 
-from omnidrive_r1.bench import micro
-from omnidrive_r1.bench.steps import OUT
+import numpy as np
+
+from omnidrive_r1.bench import micro, steps
 from omnidrive_r1.bench.vision import bench_vision_attention
 
 VLLM_PYTHON = Path(".venv-vllm/bin/python")
-CALLS, GROUPS = (0, 1, 2, 4), (4, 8, 16)
 _RESULTS: dict[str, dict] = {}  # the runs of this process, by name
 
 
-def _steps(name: str, calls: int | list[int], *, extra=(), steps: int = 3, warmup: int = 1, group: int | None = None,
-           stock: bool = False, unscripted: bool = False, python: str | Path = sys.executable) -> dict:
-    """One profiled run in its own process; its log goes to outputs/bench/runs/NAME.log."""
+@dataclasses.dataclass(frozen=True)
+class Size:
+    """How much work each benchmark does."""
+
+    steps: int  # timed steps of a step benchmark
+    warmup: int  # steps before timing
+    scaling_steps: int
+    scaling_warmup: int
+    calls: tuple[int, ...]  # the scaling grid: zoom calls per trajectory
+    groups: tuple[int, ...]  # and completions per prompt
+    repeats: dict  # the pieces in isolation: keyword arguments of each
+    each_fix: bool = True  # the step: every fix added one at a time (else before and after only)
+
+
+# FULL gives the figures of docs/performance.md; SMOKE the least work that still runs every part to the end
+FULL = Size(3, 1, 2, 1, (0, 1, 2, 4), (4, 8, 16), {})
+SMOKE = Size(1, 0, 1, 0, (0, 1), (2, 4), {"tool_call": {"repeats": 5}, "clip_reward": {"repeats": 8},
+                                          "vllm_vs_hf": {"repeats": 2}, "vision_attention": {"repeats": 1}},
+             each_fix=False)
+SIZE = FULL
+OUT = steps.OUT  # --out replaces it
+
+
+def _steps(name: str, calls: int | list[int], *, extra=(), steps: int | None = None, warmup: int | None = None,
+           group: int | None = None, stock: bool = False, unscripted: bool = False,
+           python: str | Path = sys.executable) -> dict:
+    """One profiled run in its own process; its log goes to OUT/runs/NAME.log."""
+    steps, warmup = steps or SIZE.steps, SIZE.warmup if warmup is None else warmup
     out = OUT / "runs" / f"{name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     calls = calls if isinstance(calls, list) else [calls]
     cmd = [str(python), "-m", "omnidrive_r1.bench.steps", "--name", name, "--calls", *map(str, calls), "--steps",
-           str(steps), "--warmup", str(warmup), "--json", str(out), *(["--group", str(group)] if group else []),
+           str(steps), "--warmup", str(warmup), "--json", str(out), "--out", str(OUT),
+           *(["--group", str(group)] if group else []),
            *(["--stock"] if stock else []), *(["--unscripted"] if unscripted else []), "--", *extra]
     env = {**os.environ, "WANDB_MODE": os.environ.get("WANDB_MODE", "offline"), "WANDB_DIR": str(OUT),
            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(os.cpu_count() or 1)),
@@ -67,10 +96,11 @@ def bench_step() -> dict:
     """The toy preset (its wandb logging included, offline), one zoom per trajectory, and the fixes measured in
     this run, one added at a time: the PIL image backend, the image cache, thumbnails in the logged table."""
     off = ["image_processor_backend=pil", "image_cache_mb=0", "log_image_side=0"]
-    runs = {"before (pil, no cache, full-size logged images)": _steps("toy-step-before", 1, extra=off),
-            "+ image_processor_backend=torchvision": _steps("toy-step-torchvision", 1, extra=off[1:]),
-            "+ image_cache_mb=1024": _steps("toy-step-cache", 1, extra=off[2:]),
-            "+ log_image_side=384 (after: the defaults)": _steps("toy-step", 1)}
+    runs = {"before (pil, no cache, full-size logged images)": _steps("toy-step-before", 1, extra=off)}
+    if SIZE.each_fix:
+        runs["+ image_processor_backend=torchvision"] = _steps("toy-step-torchvision", 1, extra=off[1:])
+        runs["+ image_cache_mb=1024"] = _steps("toy-step-cache", 1, extra=off[2:])
+    runs["+ log_image_side=384 (after: the defaults)"] = _steps("toy-step", 1)
     after = runs["+ log_image_side=384 (after: the defaults)"]
     clip = after["phases"].get("reward/clip_grounding", 0.0)
 
@@ -106,24 +136,24 @@ def bench_scaling() -> dict:
     """Scripted 0/1/2/4 calls x groups of 4/8/16 (2 prompts per step): step time and peak memory, and their slopes.
     Peak memory is the process's: each group's calls run in one process in increasing order, so it is the peak of
     that configuration unless one with fewer calls needed more."""
-    import numpy as np
-
+    CALLS, GROUPS = SIZE.calls, SIZE.groups
     grid = {}
     for group in GROUPS:  # one process per group size, the calls in increasing order
-        for calls, result in zip(CALLS, _steps(f"scale-g{group}", list(CALLS), group=group, steps=2, warmup=1,
-                                               extra=["report_to=[]"])):
+        for calls, result in zip(CALLS, _steps(f"scale-g{group}", list(CALLS), group=group, steps=SIZE.scaling_steps,
+                                               warmup=SIZE.scaling_warmup, extra=["report_to=[]"])):
             grid[(calls, group)] = result
     rows = [{"calls": c, "group": g, **_brief(p)} for (c, g), p in grid.items()]
     per_call = {g: float(np.polyfit(CALLS, [grid[(c, g)]["step_seconds"] for c in CALLS], 1)[0]) for g in GROUPS}
     per_sample = {c: float(np.polyfit([2 * g for g in GROUPS], [grid[(c, g)]["step_seconds"] for g in GROUPS], 1)[0])
                   for c in CALLS}
     mem_per_call = {g: float(np.polyfit(CALLS, [grid[(c, g)]["peak_rss_mb"] for c in CALLS], 1)[0]) for g in GROUPS}
-    lo, hi = grid[(0, 8)]["phases"], grid[(4, 8)]["phases"]
+    middle = GROUPS[len(GROUPS) // 2]
+    lo, hi = grid[(CALLS[0], middle)]["phases"], grid[(CALLS[-1], middle)]["phases"]
     growth = sorted(((k, hi.get(k, 0.0) - lo.get(k, 0.0)) for k in set(lo) | set(hi)), key=lambda kv: -kv[1])
     _plot_scaling(grid, OUT / "scaling.png")
     return {"name": "scaling", "rows": rows, "seconds_per_added_call": per_call,
             "seconds_per_added_sample": per_sample, "rss_mb_per_added_call": mem_per_call,
-            "phase_growth_0_to_4_calls_group_8": dict(growth), "fastest_growing_phase": growth[0][0],
+            f"phase_growth_{CALLS[0]}_to_{CALLS[-1]}_calls_group_{middle}": dict(growth), "fastest_growing_phase": growth[0][0],
             "png": str(OUT / "scaling.png")}
 
 
@@ -133,14 +163,15 @@ def _plot_scaling(grid: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    calls, groups = sorted({c for c, _ in grid}), sorted({g for _, g in grid})
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
-    for g in GROUPS:
-        a.plot(CALLS, [grid[(c, g)]["step_seconds"] for c in CALLS], marker="o", label=f"group {g} (x2 prompts)")
-        b.plot(CALLS, [grid[(c, g)]["peak_rss_mb"] / 1024 for c in CALLS], marker="o", label=f"group {g}")
+    for g in groups:
+        a.plot(calls, [grid[(c, g)]["step_seconds"] for c in calls], marker="o", label=f"group {g} (x2 prompts)")
+        b.plot(calls, [grid[(c, g)]["peak_rss_mb"] / 1024 for c in calls], marker="o", label=f"group {g}")
     a.set(xlabel="zoom calls per trajectory", ylabel="seconds per GRPO step", title="step time")
     b.set(xlabel="zoom calls per trajectory", ylabel="peak resident memory (GiB)", title="peak memory")
     for ax in (a, b):
-        ax.set_xticks(CALLS)
+        ax.set_xticks(calls)
         ax.grid(alpha=0.3)
         ax.legend()
     fig.suptitle("toy preset on 2 CPU cores: scripted policy, tiny Qwen2.5-VL (make bench)")
@@ -228,13 +259,17 @@ def report(name: str, result: dict) -> list[str]:
 
 
 def main(argv=None):
+    global SIZE, OUT
     p = argparse.ArgumentParser(prog="python -m omnidrive_r1.bench", description=__doc__.splitlines()[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog="\n".join(__doc__.splitlines()[4:]))
     p.add_argument("--only", nargs="+", choices=sorted(BENCHES), help="run only these benchmarks")
+    p.add_argument("--smoke", action="store_true",
+                   help="every part at the least size, to check that each runs to the end (figures mean nothing)")
+    p.add_argument("--out", type=Path, default=steps.OUT, help=f"where the figures go (default {steps.OUT})")
     args = p.parse_args(argv)
-    import importlib.util
-
+    SIZE, OUT = (SMOKE if args.smoke else FULL), args.out
+    steps.OUT = OUT  # the pieces run in this process write there too
     has_vllm = importlib.util.find_spec("vllm") is not None
     # clip_reward (batched vs one crop at a time) runs on request: its figure is now the reward's share of a step
     names = args.only or [n for n in BENCHES if n != "clip_reward" and (n != "vllm_vs_hf" or has_vllm)]
@@ -243,13 +278,13 @@ def main(argv=None):
     summary = []
     for name in names:
         print(f"[{name}] {(BENCHES[name].__doc__ or name).strip().splitlines()[0]}", flush=True)
-        result = BENCHES[name]()
+        result = BENCHES[name](**SIZE.repeats.get(name, {}))
         (OUT / f"{name}.json").write_text(json.dumps(result, indent=1, default=float) + "\n")
         details(name, result)
         lines = report(name, result)
         summary += lines
         print("\n".join(lines), flush=True)
-    print(f"\n== make bench: {len(names)} benchmarks in {time.perf_counter() - t0:.0f} s; figures in {OUT}/*.json")
+    print(f"\n== make bench{' --smoke (figures mean nothing)' if args.smoke else ''}: {len(names)} benchmarks in {time.perf_counter() - t0:.0f} s; figures in {OUT}/*.json")
     print("\n".join(summary))
 
 

@@ -3,22 +3,29 @@ transformers generation. Run by `python -m omnidrive_r1.bench` (`--only tool_cal
 
 from __future__ import annotations
 
+import os
 import random
 import statistics
 import time
+
+import torch
+from PIL import Image
+from transformers import AutoModelForImageTextToText
+from trl.chat_template_utils import parse_response
+
+from omnidrive_r1.coordinates import model_size
+from omnidrive_r1.data.loaders import load_drivelmm
+from omnidrive_r1.policies import build_processor, default
+from omnidrive_r1.rewards.clip_grounding import ClipGrounding, OpenClipEncoder
+from omnidrive_r1.rollout import with_image
+from omnidrive_r1.tools.zoom_in import ZoomInTool
+from omnidrive_r1.toy.tiny import build_tiny_policy
+from omnidrive_r1.toy.toydrive import ensure_toydrive
 
 
 def bench_tool_call(repeats: int = 200) -> dict:
     """One zoom tool call on a 4800x1800 stitched frame: parse the policy's text, map the box, crop the
     original, and run the image processor on the crop (what TRL does before the next turn)."""
-    from PIL import Image
-    from trl.chat_template_utils import parse_response
-
-    from omnidrive_r1.coordinates import model_size
-    from omnidrive_r1.policies import build_processor, default
-    from omnidrive_r1.tools.zoom_in import ZoomInTool
-    from omnidrive_r1.toy.tiny import build_tiny_policy
-
     family = default()
     f = family.factor
     # the paper preset's resolution: 1280 visual tokens at most
@@ -55,12 +62,6 @@ def bench_clip_reward(repeats: int = 64) -> dict:
     """clip_grounding on `repeats` crops (8 prompts x 8 rollouts, one zoom each at a random box, labels drawn
     from three per prompt) with a random ViT-B-32 on CPU: our batched reward vs. a reward that runs CLIP one
     crop at a time (crop, text and full image per call)."""
-    import torch
-    from PIL import Image
-
-    from omnidrive_r1.rewards.clip_grounding import ClipGrounding, OpenClipEncoder
-    from omnidrive_r1.tools.zoom_in import ZoomInTool
-
     torch.manual_seed(0)
     encoder = OpenClipEncoder("ViT-B-32", pretrained=None, device="cpu")
     rng = random.Random(0)
@@ -105,19 +106,9 @@ def bench_clip_reward(repeats: int = 64) -> dict:
 def bench_vllm_vs_hf(repeats: int = 8) -> dict:
     """Generation throughput of vLLM (the CPU build here) vs transformers `generate` on the same batch:
     `repeats` toydrive prompts with their stitched frame, 64 new tokens each (EOS ignored), greedy."""
-    import os
-
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-    import torch
-    from transformers import AutoModelForImageTextToText
     from vllm import LLM, SamplingParams
-
-    from omnidrive_r1.data.loaders import load_drivelmm
-    from omnidrive_r1.policies import build_processor
-    from omnidrive_r1.rollout import with_image
-    from omnidrive_r1.toy.tiny import build_tiny_policy
-    from omnidrive_r1.toy.toydrive import ensure_toydrive
 
     new_tokens = 64
     model_dir = build_tiny_policy()

@@ -14,8 +14,20 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import time
 from pathlib import Path
+
+import torch
+from PIL import Image
+from transformers import AutoConfig, AutoModelForImageTextToText, GenerationConfig
+
+from omnidrive_r1.bench.steps import run
+from omnidrive_r1.config import parse_recipe
+from omnidrive_r1.policies import build_processor, family_of
+from omnidrive_r1.rewards.clip_grounding import ClipGrounding, OpenClipEncoder
+from omnidrive_r1.tools.zoom_in import ZoomInTool
+from omnidrive_r1.toy.tiny import build_tiny_processor_dir
 
 PAPER_RECIPE = "recipes/omnidrive_r1/stage1.yaml"
 H100_BF16_DENSE_TFLOPS = 989.4  # H100 SXM, dense bf16 tensor cores (NVIDIA's datasheet; 1979 is with sparsity)
@@ -24,10 +36,6 @@ H100_BF16_DENSE_TFLOPS = 989.4  # H100 SXM, dense bf16 tensor cores (NVIDIA's da
 def paper_policy_dir(out: Path, layers: int | None = None) -> Path:
     """A model directory with the paper recipe's published model config (special token ids from the tiny
     tokenizer) and the tiny processor; no weights: the model is built in memory."""
-    from omnidrive_r1.config import parse_recipe
-    from omnidrive_r1.policies import build_processor, family_of
-    from omnidrive_r1.toy.tiny import build_tiny_processor_dir
-
     _, _, model_args = parse_recipe(PAPER_RECIPE, ["require_gpu=false"], plan_only=True)
     family = family_of(model_args.model_name_or_path)
     published = family.known[model_args.model_name_or_path]
@@ -49,14 +57,10 @@ def paper_policy_dir(out: Path, layers: int | None = None) -> Path:
 
 
 def build_policy(model_dir: Path, device: str):
-    import torch
-    from transformers import AutoConfig, AutoModelForImageTextToText
-
     config = AutoConfig.from_pretrained(model_dir)
     config._attn_implementation = "sdpa"
     with torch.device(device):
         model = AutoModelForImageTextToText.from_config(config, dtype=torch.bfloat16)
-    from transformers import GenerationConfig
 
     model.generation_config = GenerationConfig(eos_token_id=[config.text_config.eos_token_id],
                                                pad_token_id=config.text_config.pad_token_id)
@@ -67,10 +71,6 @@ def policy_steps(lora: bool, steps: int, warmup: int, group: int, out_dir: Path,
                  extra=()) -> dict:
     """GRPO steps of the paper's stage-1 recipe on one GPU: transformers generation (vLLM is not installed on the
     bench machine), sdpa attention, bf16, gradient checkpointing, one prompt of `group` completions per step."""
-    import torch
-
-    from omnidrive_r1.bench.steps import run
-
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model_dir = paper_policy_dir(out_dir / "qwen2.5-vl-7b-config", layers)
     torch.manual_seed(0)
@@ -119,14 +119,6 @@ def _mfu(model, result: dict, lora: bool) -> dict:
 def clip_throughput(batch: int = 64, batches: int = 8) -> dict:
     """ViT-L-14 (random weights) image embeddings per second at 224x224, in the reward's precision, and our batched
     `clip_grounding` on 64 zoomed crops (one call each) end to end."""
-    import random
-
-    import torch
-    from PIL import Image
-
-    from omnidrive_r1.rewards.clip_grounding import ClipGrounding, OpenClipEncoder
-    from omnidrive_r1.tools.zoom_in import ZoomInTool
-
     device = "cuda" if torch.cuda.is_available() else "cpu"
     encoder = OpenClipEncoder("ViT-L-14", pretrained=None, device=device)
     model = encoder.model

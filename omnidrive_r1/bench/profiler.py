@@ -18,20 +18,24 @@ On CUDA every phase boundary synchronizes the device, so a phase's time is its k
 from __future__ import annotations
 
 import contextlib
+import cProfile
 import functools
 import resource
 import time
 from collections import defaultdict
 
+import torch
+import trl.extras.profiling as trl_profiling
+import trl.trainer.grpo_trainer as grpo_module
 from transformers import TrainerCallback
+
+from omnidrive_r1.tools import parts, tool_methods
 
 # the phases that are the model's own work; everything else in a step is overhead (ours, TRL's or the libraries')
 MODEL_PHASES = ("generate", "vllm_generate", "logprob_forward", "loss_forward", "backward", "optimizer")
 
 
 def _sync():
-    import torch
-
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         torch.cuda.synchronize()
 
@@ -80,16 +84,11 @@ class StepProfiler(TrainerCallback):
     # --- attaching -------------------------------------------------------------------------------------------
     def attach(self, trainer) -> StepProfiler:
         """Instrument `trainer` (call before `trainer.train()`); `detach()` undoes every wrapper."""
-        import trl.extras.profiling as trl_profiling
-        import trl.trainer.grpo_trainer as grpo_module
-
         profiler = self
         phases = {"vLLM.generate": "vllm_generate", "sync_weights": "sync_weights"}
         reward_names = {getattr(f, "__name__", str(f)) for f in getattr(trainer, "reward_funcs", [])}
 
         def context(trainer_, name):
-            import torch
-
             if name == "_get_per_token_logps_and_entropies":
                 return profiler.phase("loss_forward" if torch.is_grad_enabled() else "logprob_forward")
             if name in phases:
@@ -115,8 +114,6 @@ class StepProfiler(TrainerCallback):
         if processor is not None:
             self._wrap(type(processor), "preprocess", "image_processing")  # an instance attribute would be saved
         for factory in (getattr(trainer, "environment_factories", None) or {}).values():
-            from omnidrive_r1.tools import parts, tool_methods
-
             for part in parts(factory()):  # the tool classes; their methods are bound per batch, so patched here
                 for name in tool_methods(type(part)):
                     self._wrap(type(part), name, "tools")
@@ -163,8 +160,6 @@ class StepProfiler(TrainerCallback):
         _sync()
         self._close()
         if self._cprofile and state.global_step + 1 == self._cprofile[0]:
-            import cProfile
-
             self._cprofiler = cProfile.Profile()
             self._cprofiler.enable()
         self._step = {"step": state.global_step + 1, "_t0": time.perf_counter(), "phases": defaultdict(float),

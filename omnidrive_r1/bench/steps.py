@@ -23,9 +23,17 @@ import os
 import time
 from pathlib import Path
 
+import torch
 from transformers import LogitsProcessor, LogitsProcessorList
+from trl import GRPOTrainer
 
 from omnidrive_r1.bench.profiler import MODEL_PHASES, StepProfiler, summarize
+from omnidrive_r1.config import parse_recipe
+from omnidrive_r1.rewards import build_rewards
+from omnidrive_r1.toy.base import TOY_BASE_OVERRIDES, TOY_CLIP_CONFIG
+from omnidrive_r1.toy.prepare import prepare
+from omnidrive_r1.toy.tiny import build_tiny_clip, build_tiny_policy
+from omnidrive_r1.train import build_stage, load_data, load_policy, load_processor
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +48,6 @@ class _Force(LogitsProcessor):
         self.table, self.start = table, start
 
     def __call__(self, input_ids, scores):
-        import torch
-
         t = min(input_ids.shape[1] - self.start, self.table.shape[1] - 1)
         forced = torch.full_like(scores, float("-inf"))
         return forced.scatter_(1, self.table[:, t:t + 1].to(scores.device), 0.0)
@@ -54,8 +60,6 @@ class ScriptedPolicy:
     crops it has been given."""
 
     def __init__(self, tokenizer, calls: int, box: int = 56):
-        import torch
-
         self.calls = calls
         self.vision_start = tokenizer.convert_tokens_to_ids("<|vision_start|>")
         eos = tokenizer.convert_tokens_to_ids("<|im_end|>")
@@ -87,9 +91,6 @@ class ScriptedPolicy:
 def toy_models() -> tuple[Path, Path]:
     """The toy preset's architectures with random weights: the toy base's (the tiny policy with 3 text layers)
     and the toy CLIP's. Built in seconds and cached, so `make bench` never waits for the toy base."""
-    from omnidrive_r1.toy.base import TOY_BASE_OVERRIDES, TOY_CLIP_CONFIG
-    from omnidrive_r1.toy.tiny import build_tiny_clip, build_tiny_policy
-
     return build_tiny_policy(0, **TOY_BASE_OVERRIDES), build_tiny_clip(0, config=TOY_CLIP_CONFIG)
 
 
@@ -107,9 +108,6 @@ def run(name: str, calls: int, *, steps: int = 3, warmup: int = 2, stock: bool =
 
     `stock=True` trains TRL's own `GRPOTrainer` instead: no tool, the answer-accuracy reward only.
     `scripted=False` lets the random policy write what it samples (vLLM cannot be scripted this way)."""
-    from omnidrive_r1.config import parse_recipe
-    from omnidrive_r1.toy.prepare import prepare
-
     total = warmup + steps
     base = []
     if recipe == TOY_RECIPE:  # the toy architectures with random weights, not the trained toy base
@@ -125,8 +123,6 @@ def run(name: str, calls: int, *, steps: int = 3, warmup: int = 2, stock: bool =
     if stock:
         trainer, processor = _stock_trainer(source, args, model)
     else:
-        from omnidrive_r1.train import build_stage
-
         stage = build_stage(source, args, model=model)
         trainer, processor = stage.trainer, stage.processor
     tokenizer = processor.tokenizer
@@ -183,12 +179,6 @@ def _last_metric(trainer, key: str):
 def _stock_trainer(recipe: str, args: list[str], model=None):
     """TRL's `GRPOTrainer` as a user would start it on the same recipe: same policy, data, batch, lengths and
     sampling; no tool and no reward but answer accuracy."""
-    from trl import GRPOTrainer
-
-    from omnidrive_r1.config import parse_recipe
-    from omnidrive_r1.rewards import build_rewards
-    from omnidrive_r1.train import load_data, load_policy, load_processor
-
     recipe_args, grpo, model_args = parse_recipe(recipe, args)
     if model is None:
         model, processor = load_policy(recipe_args, model_args)
@@ -203,6 +193,7 @@ def _stock_trainer(recipe: str, args: list[str], model=None):
 
 
 def main(argv=None):
+    global OUT
     p = argparse.ArgumentParser(prog="python -m omnidrive_r1.bench.steps",
                                 description="Profile real GRPO steps of a recipe with a scripted policy")
     p.add_argument("--name", default="run")
@@ -216,8 +207,10 @@ def main(argv=None):
     p.add_argument("--unscripted", action="store_true", help="let the random policy sample (for vLLM)")
     p.add_argument("--recipe", default=TOY_RECIPE)
     p.add_argument("--json", type=Path, help="write the profile here")
+    p.add_argument("--out", type=Path, default=OUT, help=f"the runs' folders go under OUT/runs (default {OUT})")
     p.add_argument("overrides", nargs="*", help="recipe key=value overrides")
     args = p.parse_args(argv)
+    OUT = args.out
     if min(args.calls) < 0 or args.steps < 1 or args.warmup < 0:
         p.error("--calls must be >= 0, --steps >= 1, --warmup >= 0")
     results = []

@@ -11,17 +11,22 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
+import torch
+from PIL import Image
+from torch.autograd import DeviceType
+from torch.profiler import ProfilerActivity, profile
+from transformers import Qwen2_5_VLConfig, Qwen2VLImageProcessor
+from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import Qwen2_5_VisionTransformerPretrainedModel
+
+from omnidrive_r1.policies._qwen2_5_vl_attention import count_attention_calls, set_vision_attention
+from omnidrive_r1.policies.qwen2_5_vl import QWEN2_5_VL_7B
+
 FRAME = (2400, 900)
 MAX_PIXELS = 1003520
 
 
 def _tower(device: str):
-    import torch
-    from transformers import Qwen2_5_VLConfig
-    from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import Qwen2_5_VisionTransformerPretrainedModel
-
-    from omnidrive_r1.policies.qwen2_5_vl import QWEN2_5_VL_7B
-
     vision = dict(QWEN2_5_VL_7B["vision_config"])
     if device == "cpu":
         vision.update(depth=8, hidden_size=320, num_heads=4, intermediate_size=856, out_hidden_size=512,
@@ -36,18 +41,12 @@ def _tower(device: str):
 
 
 def _inputs(device: str, dtype):
-    import numpy as np
-    from PIL import Image
-    from transformers import Qwen2VLImageProcessor
-
     frame = Image.fromarray(np.random.default_rng(0).integers(0, 255, (FRAME[1], FRAME[0], 3), dtype=np.uint8))
     out = Qwen2VLImageProcessor(min_pixels=3136, max_pixels=MAX_PIXELS)(images=[frame], return_tensors="pt")
     return out["pixel_values"].to(device, dtype), out["image_grid_thw"].to(device)
 
 
 def _timed(fn, device: str, repeats: int) -> float:
-    import torch
-
     fn()  # warm-up
     times = []
     for _ in range(repeats):
@@ -63,9 +62,6 @@ def _timed(fn, device: str, repeats: int) -> float:
 
 def _attention_share(fn, device: str) -> dict:
     """Share of one forward-and-backward's self time spent in attention kernels, and (GPU) kernel launches."""
-    from torch.autograd import DeviceType
-    from torch.profiler import ProfilerActivity, profile
-
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
     with profile(activities=activities) as prof:
         fn()
@@ -86,10 +82,6 @@ def _attention_share(fn, device: str) -> dict:
 
 def bench_vision_attention(repeats: int = 3) -> dict:
     """The vision tower's forward and forward+backward, transformers' per-window attention vs one call per layer."""
-    import torch
-
-    from omnidrive_r1.policies._qwen2_5_vl_attention import count_attention_calls, set_vision_attention
-
     device = "cuda" if torch.cuda.is_available() else "cpu"
     tower, dtype = _tower(device)
     pixels, grid = _inputs(device, dtype)

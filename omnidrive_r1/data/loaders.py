@@ -32,9 +32,13 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import datasets
+import pyarrow.parquet as pq
 from PIL import Image, UnidentifiedImageError
+from tqdm.auto import tqdm
 
 from omnidrive_r1.data.stitch import CAMERAS, stitched_path
+from omnidrive_r1.disk_cache import cache_root
 from omnidrive_r1.errors import UserError
 from omnidrive_r1.prompts import SYSTEM_PROMPT
 
@@ -107,8 +111,6 @@ def _open_image(path: Path) -> Image.Image:
 
 
 def _finish(rows: list[dict], report: LoadReport, path: Path):
-    import datasets
-
     if not rows:
         raise DataError(f"{path}: no usable rows ({report.summary()})")
     if report.skipped:
@@ -210,10 +212,6 @@ def load_drivelmm(path: str | Path, images_root: str | Path | None = None, *, ca
     number>.png` (or .jpg); the camera files are then not needed.
     Returns `(dataset, LoadReport)`.
     """
-    from tqdm.auto import tqdm
-
-    from omnidrive_r1.disk_cache import cache_root
-
     path = Path(path)
     root = Path(images_root) if images_root else path.parent
     cache_dir = Path(cache_dir) if cache_dir else cache_root() / "stitched"
@@ -344,8 +342,6 @@ def load_deepeyes(path: str | Path, *, sources: list[str] | None = None, skip_ba
                   limit: int | None = None, system_prompt: str | None = SYSTEM_PROMPT):
     """Load a DeepEyes parquet file (optionally only some `data_source` values, e.g. the fine-grained
     V*-style subset for stage 1). Returns `(dataset, LoadReport)`."""
-    import pyarrow.parquet as pq
-
     path = Path(path)
     if not path.exists():
         raise DataError(f"DeepEyes file not found: {path}")

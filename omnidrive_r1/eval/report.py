@@ -116,7 +116,7 @@ def write_summary(summary: dict, out: Path, title: str) -> None:
 
 
 def plot_summary(summary: dict, path: Path, title: str) -> None:
-    import matplotlib
+    import matplotlib  # only plots need it, and the backend is chosen before pyplot loads
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -158,7 +158,7 @@ def plot_published(published: dict, this_run: dict, path: Path, title: str, ylab
                    rule_only: set = frozenset()) -> None:
     """Bars: each published result, then this run's figures (`this_run`: label -> percent or None; None is drawn
     as "n/a"). A label in `rule_only` is hatched and marked: a rule-only stand-in, not the published protocol."""
-    import matplotlib
+    import matplotlib  # only plots need it, and the backend is chosen before pyplot loads
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -19,12 +19,26 @@ import logging
 from collections import Counter
 from pathlib import Path
 
+import torch
+from tqdm.auto import tqdm
+
+from omnidrive_r1.data.loaders import (
+    DRIVELMM_MCQ_QNUMS,
+    RowError,
+    _open_image,
+    drivelmm_truth,
+    duplicate_idx_error,
+    read_drivelmm_rows,
+)
 from omnidrive_r1.disk_cache import content_key
 from omnidrive_r1.errors import UserError
 from omnidrive_r1.eval import benchmarks
 from omnidrive_r1.eval.drivelmm_scoring import box_iou
+from omnidrive_r1.eval.judge import Judge
 from omnidrive_r1.jsonl import Appender, read_jsonl
+from omnidrive_r1.policies import family_of
 from omnidrive_r1.protocol import assistant_turns, final_answer, messages_text, text_of
+from omnidrive_r1.rollout import RolloutSettings, make_engine, rollout
 
 log = logging.getLogger(__name__)
 
@@ -99,10 +113,6 @@ def judge_rows(records: list[dict], judge_config, out: Path, bench) -> dict[str,
     """Ask the judge what the benchmark asks of each row (`bench.judge_asks`: one request per kind, none for a
     row its rules decide), skipping rows this same judge already answered; returns idx -> kind -> judgment (with
     its raw reply)."""
-    from tqdm.auto import tqdm
-
-    from omnidrive_r1.eval.judge import Judge
-
     asks = {r["idx"]: bench.judge_asks(r) for r in records}
     judged: dict[str, dict[str, dict]] = {}
     append = Appender(out / "judgments.jsonl")
@@ -151,8 +161,6 @@ def finish(records: list[dict], out: Path, *, bench, judge_config, title: str, a
 
 def open_rows(rows: list[dict]) -> list[dict]:
     """The rows with their image opened (the rollout and the zoom tool take a picture), `frame` its path."""
-    from omnidrive_r1.data.loaders import _open_image
-
     return [{**row, "frame": row["image"], "image": _open_image(Path(row["image"]))} for row in rows]
 
 
@@ -167,10 +175,6 @@ def evaluate(model: str, data: str | Path, images_root: str | None = None, *,
     `tools=False`, and score it; greedy, or with `sample` at the settings' temperature (torch seeded with
     `SAMPLE_SEED`: a rerun on the same machine draws the same rollouts). `options` go to the benchmark's loader
     (DriveLMM-o1: `mcq_only`, `open_only`, `stitched_dir`)."""
-    from tqdm.auto import tqdm
-
-    from omnidrive_r1.rollout import RolloutSettings, make_engine, rollout
-
     bench = benchmarks.get(benchmark)
     if judge_config is not None and bench.judge is None:
         raise UserError(f"{bench.title} is scored by rule; it takes no judge (--judge-url)")
@@ -179,7 +183,6 @@ def evaluate(model: str, data: str | Path, images_root: str | None = None, *,
     data = str(data)
     out = Path(out)
     settings = settings or RolloutSettings.of_model(model)
-    from omnidrive_r1.policies import family_of
 
     loaded = bench.load(data, images_root=images_root, limit=limit, system_prompt=family_of(model).system_prompt(),
                         **options)
@@ -199,8 +202,6 @@ def evaluate(model: str, data: str | Path, images_root: str | None = None, *,
     if todo:
         runner, processor = make_engine(engine, model, settings)
         if sample:
-            import torch
-
             torch.manual_seed(SAMPLE_SEED + len(generated))  # a resumed run does not repeat the first draws
         append = Appender(out / "generations.jsonl")
         for start in tqdm(range(0, len(todo), batch_size), desc="generating", unit="batch"):
@@ -220,14 +221,6 @@ def score_results(results: str | Path, data: str | Path, *, judge_config=None, o
                   overwrite: bool = False) -> dict:
     """Score an official-format results file ([{"idx", "question", "llm-response"}], any model's) against the
     DriveLMM-o1 file `data`, generating nothing. Images are not needed."""
-    from omnidrive_r1.data.loaders import (
-        DRIVELMM_MCQ_QNUMS,
-        RowError,
-        drivelmm_truth,
-        duplicate_idx_error,
-        read_drivelmm_rows,
-    )
-
     out, results = Path(out), Path(results)
     rows = read_drivelmm_rows(data)
     if error := duplicate_idx_error(data, rows):

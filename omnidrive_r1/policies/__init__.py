@@ -10,6 +10,9 @@ The image geometry takes one route. A recipe's `image_min_pixels` / `image_max_p
 `image_pixels()` defaults) go into the processor, built here in one place (`build_processor`); `tool_specs`
 turns that processor plus the recipe's tool options into the tools' options, for training, for evaluation
 rollouts of the saved `final/` (whose processor carries the limits) and for vLLM (`pixel_limits`).
+
+A light module: the command line's parser lists the families before any command runs, so transformers is imported
+inside the functions that need it, and `omnidrive-r1 --help` answers at once.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from pathlib import Path
 
 from omnidrive_r1.config import ToolEntry
 from omnidrive_r1.errors import UserError
+from omnidrive_r1.prompts import system_prompt
+from omnidrive_r1.response_parser import RESPONSE_TEMPLATE
 
 # a recipe that sets no image resolution: 4 to 1280 visual tokens (the paper recipes' resolution), in the family's
 # own pixels per token
@@ -51,8 +56,6 @@ class Family:
 
     def install_template(self, processor):
         """Our chat template (or the family's own, where it serves tool training) and the response parser."""
-        from omnidrive_r1.response_parser import RESPONSE_TEMPLATE
-
         template = self.chat_template()
         processor.chat_template = template
         processor.tokenizer.chat_template = template
@@ -61,8 +64,6 @@ class Family:
 
     def system_prompt(self) -> str:
         """The iMCoT system prompt, its words on the box in this family's convention."""
-        from omnidrive_r1.prompts import system_prompt
-
         return system_prompt(self.coordinates)
 
     def image_tokens(self, pixels: int) -> int:
@@ -81,18 +82,16 @@ class Family:
     def set_vision_attention(self, model, mode: str) -> int:
         """Switch the vision tower's attention to `mode` (recipe field `vision_attention`); returns the layers
         switched. Only a family whose tower attends within windows has another mode than its own."""
-        from omnidrive_r1.errors import UserError
-
         raise UserError(f"vision_attention: {mode!r} needs a vision tower with windowed attention; {self.name}'s "
                         "has none (leave vision_attention at per_window)")
 
     def config(self, **kwargs):
-        import transformers
+        import transformers  # light module (see the docstring)
 
         return getattr(transformers, self.config_class)(**kwargs)
 
     def model(self, config):
-        import transformers
+        import transformers  # light module
 
         return getattr(transformers, self.model_class)(config)
 
@@ -135,7 +134,7 @@ def model_type_of(source: str | Path, revision: str | None = None) -> str:
             return family.model_types[0]
     if path.exists():
         raise UserError(f"{source}: no config.json; expected a model directory")
-    from transformers import AutoConfig
+    from transformers import AutoConfig  # light module
 
     try:
         return AutoConfig.from_pretrained(str(source), revision=revision).model_type
@@ -167,7 +166,7 @@ def build_processor(source: str | Path, *, min_pixels: int | None = None, max_pi
     """The policy's processor: the one place one is built. Pixel limits (when given) go to the image processor,
     the image backend and cache (`omnidrive_r1.image_processor_cache`) when asked, and the family's chat template and
     response parser are installed."""
-    from transformers import AutoImageProcessor, AutoProcessor
+    from transformers import AutoImageProcessor, AutoProcessor  # light module
 
     family = family_of(source)
     sizes = {}
@@ -177,7 +176,7 @@ def build_processor(source: str | Path, *, min_pixels: int | None = None, max_pi
     extra = {"revision": revision} if revision else {}
     processor = AutoProcessor.from_pretrained(str(source), **sizes, **extra)
     if backend is not None or cache_mb:
-        from omnidrive_r1.image_processor_cache import cache_images
+        from omnidrive_r1.image_processor_cache import cache_images  # light module (it imports torch)
 
         kwargs = {"backend": backend} if backend else {}
         image_processor = AutoImageProcessor.from_pretrained(str(source), **sizes, **extra, **kwargs)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import types
 
 import torch
+from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import apply_rotary_pos_emb_vision
 
 MODES = ("per_window", "batched")
 
@@ -35,8 +36,6 @@ def batched_window_forward(self, hidden_states: torch.Tensor, cu_seqlens: torch.
                            position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
                            max_seqlen: int | None = None, **kwargs) -> torch.Tensor:
     """`Qwen2_5_VLVisionAttention.forward` with every window of the layer in one attention call."""
-    from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import apply_rotary_pos_emb_vision
-
     total = hidden_states.shape[0]
     q, k, v = self.qkv(hidden_states).reshape(total, 3, self.num_heads, -1).permute(1, 0, 2, 3).unbind(0)
     cos, sin = position_embeddings

@@ -40,7 +40,7 @@ class Qwen3_VL(Family):
     model_class = "Qwen3VLForConditionalGeneration"
 
     def chat_template(self) -> str:
-        from trl.chat_template_utils import qwen3_vl_chat_template
+        from trl.chat_template_utils import qwen3_vl_chat_template  # light module (omnidrive_r1/policies)
 
         return qwen3_vl_chat_template
 

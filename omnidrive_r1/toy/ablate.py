@@ -17,24 +17,24 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from omnidrive_r1.toy.report import _curve, _end_call_rate
+from omnidrive_r1.config import load_recipe_dict
+from omnidrive_r1.toy.report import _curve, _end_call_rate, toy_base_command
 from omnidrive_r1.toy.report import _run as _run_once
 from omnidrive_r1.toy.toydrive import ensure_heldout
 
-ANSWER = "{name: answer_accuracy, weight: 1.0}"
-FORMAT = "{name: format, weight: 0.2}"
-# the toy recipes' weights; the bonus at the CLIP term's weight (0.5), its threshold the CLIP gate's (0.5)
+# the toy recipes' rewards (answer_accuracy 1.0, format 0.2, clip_grounding 0.5), by name; the bonus at the CLIP
+# term's weight (0.5), its threshold the CLIP gate's (0.5); {clip}: the grid's copy of the base's toy CLIP
 REWARDS = {
-    "plain": f"rewards=[{ANSWER}, {FORMAT}]",
-    "bonus": f"rewards=[{ANSWER}, {FORMAT}, {{name: tool_bonus, weight: 0.5, threshold: 0.5}}]",
-    "clip": f"rewards=[{ANSWER}, {FORMAT}, {{name: clip_grounding, weight: 0.5, model_name: 'local-dir:{{clip}}', "
-            "margin: 0.5}]",
+    "plain": ["rewards.clip_grounding=null"],
+    "bonus": ["rewards.clip_grounding=null", "rewards.tool_bonus={weight: 0.5, threshold: 0.5}"],
+    "clip": ["rewards.clip_grounding.model_name=local-dir:{clip}"],
 }
 REWARD_TITLES = {"plain": "answer + format", "bonus": "+ tool_bonus", "clip": "+ clip_grounding"}
 BASES = {"shipped": None, "reluctant": 0.25}  # zoom_share of the base build (None: the shipped mix)
@@ -66,8 +66,8 @@ def toy_overrides(out: Path, base: str) -> list[str]:
             f"model_name_or_path={folder / 'policy'}"]
 
 
-def reward_override(out: Path, base: str, reward: str) -> str:
-    return REWARDS[reward].replace("{clip}", str(base_dir(out, base) / "clip"))
+def reward_overrides(out: Path, base: str, reward: str) -> list[str]:
+    return [o.replace("{clip}", str(base_dir(out, base) / "clip")) for o in REWARDS[reward]]
 
 
 def _train(args: list[str], run: Path, env: dict) -> Path:
@@ -79,31 +79,34 @@ def _train(args: list[str], run: Path, env: dict) -> Path:
     return final
 
 
-def _eval(model: Path, out: Path, rows: str, env: dict, sample: bool = False) -> dict:
+def _eval(model: Path, out: Path, rows: str, env: dict, sample: bool = False, limit: int | None = None) -> dict:
     """`omnidrive-r1 eval` on the held-out set's multiple-choice (`mcq`) or open (`open`) rows, greedy unless
-    `sample`."""
+    `sample`; `limit`: the first rows only (a check of the machinery)."""
     if not (out / "summary.json").exists():
         _run(["eval", "--model", str(model), "--data", str(ensure_heldout()), "--out", str(out), "--overwrite",
-              f"--{rows}-only", *(["--sample"] if sample else [])], out.with_suffix(".log"), env)
+              f"--{rows}-only", *(["--sample"] if sample else []), *(["--limit", str(limit)] if limit else [])],
+             out.with_suffix(".log"), env)
     return json.loads((out / "summary.json").read_text())
 
 
-def chain(out: Path, base: str, reward: str, seed: int, env: dict) -> dict:
+def chain(out: Path, base: str, reward: str, seed: int, env: dict, sets: list[str] = (),
+          limit: int | None = None) -> dict:
     """One base, reward and seed: stage 1, then stage 2 on every row (the shipped base) or on every row and on the
-    open rows (the reluctant base, from the same stage 1), each evaluated."""
+    open rows (the reluctant base, from the same stage 1), each evaluated. `sets` and `limit`: see `main`."""
     runs = out / base / reward / f"s{seed}"
-    toy = toy_overrides(out, base)
-    rewards = reward_override(out, base, reward)
-    final1 = _train(["recipes/toy/stage1.yaml", f"seed={seed}", *toy, rewards], runs / "stage1", env)
+    toy = [*toy_overrides(out, base), *sets]
+    rewards = reward_overrides(out, base, reward)
+    final1 = _train(["recipes/toy/stage1.yaml", f"seed={seed}", *toy, *rewards], runs / "stage1", env)
     result = {}
     for questions in [q for b, q in SETTINGS if b == base]:
         run = runs / f"stage2-{questions}"
-        final2 = _train(["recipes/toy/stage2.yaml", f"seed={seed}", *toy, rewards, f"init_from={final1}",
+        final2 = _train(["recipes/toy/stage2.yaml", f"seed={seed}", *toy, *rewards, f"init_from={final1}",
                          f"model_name_or_path={final1}", *([f"data.questions={questions}"] if questions != "all" else [])],
                         run, env)
-        result[questions] = {"run1": runs / "stage1", "run2": run, "mcq": _eval(final2, run / "eval-mcq", "mcq", env)}
+        result[questions] = {"run1": runs / "stage1", "run2": run,
+                             "mcq": _eval(final2, run / "eval-mcq", "mcq", env, limit=limit)}
         if questions == "open":
-            result[questions]["open"] = _eval(final2, run / "eval-open", "open", env)
+            result[questions]["open"] = _eval(final2, run / "eval-open", "open", env, limit=limit)
     return result
 
 
@@ -196,6 +199,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=2, help="chains run at once, each on cores/jobs threads (default 2)")
     parser.add_argument("--out", default="outputs/ablate", help="runs and evaluations (default outputs/ablate)")
     parser.add_argument("--doc", default="docs/ablation.md", help="the plan to write the results into")
+    small = parser.add_argument_group("a smaller run", "only to check the machinery quickly (the verdicts need the whole "
+                                                       "grid at full size)")
+    small.add_argument("--bases", nargs="+", choices=list(BASES), default=list(BASES), help="only these bases")
+    small.add_argument("--rewards", nargs="+", choices=list(REWARDS), default=list(REWARDS),
+                       help="only these rewards")
+    small.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", dest="sets",
+                       help="recipe overrides for every training run, lab.toy_base.* included (e.g. max_steps=1)")
+    small.add_argument("--limit", type=int, help="evaluate the first N held-out rows only")
     args = parser.parse_args(argv)
     out, doc = Path(args.out), Path(args.doc)
     if START not in doc.read_text():
@@ -205,25 +216,25 @@ def main(argv: list[str] | None = None) -> int:
     started = time.time()
     ensure_heldout()
     RAN.clear()
-    for base, share in BASES.items():  # the bases first (cached: a copy when built before)
-        _run(["models", "toy-base", "--out", str(base_dir(out, base)), "--seed", str(BASE_SEED),
-              *(["--zoom-share", str(share)] if share else [])], out / f"{base}-base.log")
+    for base in args.bases:  # the bases first (cached: a copy when built before)
+        toy = load_recipe_dict("recipes/toy/stage1.yaml", [*toy_overrides(out, base), *args.sets])["lab"]["toy_base"]
+        _run(toy_base_command(toy), out / f"{base}-base.log")
     bases_minutes = sum(RAN) / 60
     RAN.clear()
     bases = {}
-    for base in BASES:
-        policy = base_dir(out, base) / "policy"
-        bases[base] = {"mcq": _eval(policy, out / f"{base}-base-eval" / "mcq", "mcq", env),
-                       "sampled": _eval(policy, out / f"{base}-base-eval" / "mcq-sampled", "mcq", env, sample=True)}
+    for base in args.bases:
+        policy, evals = base_dir(out, base) / "policy", out / f"{base}-base-eval"
+        bases[base] = {"mcq": _eval(policy, evals / "mcq", "mcq", env, limit=args.limit),
+                       "sampled": _eval(policy, evals / "mcq-sampled", "mcq", env, sample=True, limit=args.limit)}
         if base == "reluctant":
-            bases[base]["open"] = _eval(policy, out / f"{base}-base-eval" / "open", "open", env)
+            bases[base]["open"] = _eval(policy, evals / "open", "open", env, limit=args.limit)
     # the reluctant chains are longer (two stage-2 runs): started first, they keep both jobs busy to the end
-    jobs = [(base, reward, seed) for base in sorted(BASES, key=lambda b: b != "reluctant") for reward in REWARDS
-            for seed in args.seeds]
+    jobs = [(base, reward, seed) for base in sorted(args.bases, key=lambda b: b != "reluctant")
+            for reward in args.rewards for seed in args.seeds]
     lock, done = threading.Lock(), []
 
     def run(job):
-        result = chain(out, *job, env)
+        result = chain(out, *job, env, args.sets, args.limit)
         with lock:
             done.append(job)
             print(f"[{len(done)}/{len(jobs)}] {job[0]} base, {job[1]}, seed {job[2]}: done "
@@ -251,8 +262,6 @@ def wall_time(record: Path, minutes: float, bases_minutes: float, runs: int) -> 
 
 def results_text(results: dict, bases: dict, seeds: list[int], out: Path, png: Path, timing: dict,
                  jobs: int) -> str:
-    import platform
-
     cells = {}
     for (base, reward, _seed), per_q in sorted(results.items()):
         for questions, r in per_q.items():

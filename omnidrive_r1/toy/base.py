@@ -16,11 +16,30 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import random
+import tempfile
 from pathlib import Path
 
+import torch
+import torchvision.transforms.v2.functional as F
+from datasets import Dataset
+from PIL import ImageDraw
+from safetensors.torch import save_file
+from tqdm.auto import tqdm
+from transformers import AutoModelForImageTextToText
+from trl import SFTConfig, SFTTrainer
+
+from omnidrive_r1 import policies
+from omnidrive_r1.coordinates import model_size
+from omnidrive_r1.data.stitch import CAMERAS, stitch
+from omnidrive_r1.disk_cache import build_atomically, cache_root, content_key
+from omnidrive_r1.errors import UserError
+from omnidrive_r1.policies import build_processor, default
+from omnidrive_r1.tools.zoom_in import ZoomInTool
+from omnidrive_r1.toy.tiny import TINY_POLICY_CONFIG, build_tiny_policy
 from omnidrive_r1.toy.toydrive import (
     ACTION_OPTIONS,
     ACTIONS,
@@ -96,10 +115,6 @@ def _frames(seed: int, n: int, scenes: int = 60):
     """(boards, stitched frame) pairs for training only (their own seed stream, never toydrive's test). A pool of
     `scenes` street scenes is drawn once and every frame gets boards of its own on one of them: where the boards
     are varies with every example, which is what the policy must learn to find."""
-    from PIL import ImageDraw
-
-    from omnidrive_r1.data.stitch import CAMERAS, stitch
-
     rng = random.Random(seed)
     pool = []
     for _ in range(min(scenes, n)):
@@ -134,9 +149,6 @@ def _clip_pairs(seed: int, frames: int):
 def train_clip(out: Path, seed: int, steps: int = 300, batch_size: int = 64, frames: int = 160) -> dict:
     """Train the toy CLIP; returns its caption retrieval accuracy on held-out board crops."""
     import open_clip
-    import torch
-    from safetensors.torch import save_file
-    from tqdm.auto import tqdm
 
     (out / "open_clip_config.json").write_text(json.dumps({"model_cfg": TOY_CLIP_CONFIG, "preprocess_cfg": {}},
                                                           indent=2))
@@ -171,8 +183,6 @@ def train_clip(out: Path, seed: int, steps: int = 300, batch_size: int = 64, fra
 def clip_retrieval(model, preprocess, tokenizer, seed: int, frames: int = 30) -> dict:
     """Held-out board crops: is the right caption the most similar of the six? And how much more does a board
     crop match its short label than the whole frame does (the margin the grounding reward works with)?"""
-    import torch
-
     captions = [f"a {c} board with {CAPTIONS[m]}" for c in ("yellow", "red") for m in MEANINGS]
     hits, gaps = [], []
     with torch.no_grad():
@@ -193,8 +203,6 @@ def clip_retrieval(model, preprocess, tokenizer, seed: int, frames: int = 30) ->
 
 def _family(family=None):
     """A model family (`omnidrive_r1/policies/`): the one named (a model_type), or the default family."""
-    from omnidrive_r1 import policies
-
     if family is None:
         return policies.default()
     return policies.get(family) if isinstance(family, str) else family
@@ -202,8 +210,6 @@ def _family(family=None):
 
 def _zoom_tool(family, crop_bound: bool = True):
     """The zoom tool as the toy recipes configure it, in the family's geometry."""
-    from omnidrive_r1.tools.zoom_in import ZoomInTool
-
     lo, hi, crop = toy_pixels(family)
     return ZoomInTool(min_pixels=lo, max_pixels=hi, max_crop_pixels=crop if crop_bound else None,
                       **family.zoom_options())
@@ -248,10 +254,6 @@ def _system_with_tools(processor, family=None) -> str:
 def as_seen(frame, family=None):
     """The frame resized to the policy's view exactly as the image processor resizes it (same pixels, tested),
     so the SFT collator's processor has nothing left to do: it was most of a step's time."""
-    import torchvision.transforms.v2.functional as F
-
-    from omnidrive_r1.coordinates import model_size
-
     family = _family(family)
     lo, hi, _ = toy_pixels(family)
     w, h = model_size(*frame.size, min_pixels=lo, max_pixels=hi, factor=family.factor)
@@ -368,10 +370,6 @@ def pointing_examples(processor, seed: int, n: int, family=None) -> list[dict]:
 
 
 def _sft(model, processor, dataset, seed: int, steps: int, batch_size: int, lr: float) -> float:
-    import tempfile
-
-    from trl import SFTConfig, SFTTrainer
-
     with tempfile.TemporaryDirectory() as work:
         # loss on the assistant's tokens only: `messages` rows mask the rest through the chat template's
         # generation marks, prompt-completion rows through TRL's completion mask
@@ -403,8 +401,6 @@ def reading_check(model, processor, seed: int, frames: int = 24, family=None) ->
     """Teacher-forced, on held-out frames (a seed stream no phase trains on): after the system prompt, the frame,
     the question, an on-target zoom and the crop it returns, is the true reading the most likely of the three?
     About 40 conversations, a few seconds. Returns the accuracy and the confusion (`truth->read`: count)."""
-    import torch
-
     was_training = model.training
     model.eval()
     hits, confusion = 0, {}
@@ -441,13 +437,6 @@ def train_policy(out: Path, seed: int, steps: dict | None = None, batch_size: in
     of 1,200 examples, 1.00 after one epoch of 4,800). The order matters: reading in context after pointing
     undid the pointing (`docs/toy.md`). The protocol phase is checked (`reading_check`) and run again when it
     lost the reading, up to `attempts` times in all. `zoom_share`: a reluctant base (`box_mix`)."""
-    import torch
-    from datasets import Dataset
-    from transformers import AutoModelForImageTextToText
-
-    from omnidrive_r1.policies import build_processor
-    from omnidrive_r1.toy.tiny import build_tiny_policy
-
     steps = {**PHASE_STEPS, **(steps or {})}
     fam = _family(family)
     start = build_tiny_policy(seed, family=family, **TOY_BASE_OVERRIDES)
@@ -481,10 +470,6 @@ def _protocol_phase(model, processor, seed: int, steps: int, batch_size: int, lr
                     family=None, zoom_share: float | None = None) -> dict:
     """The protocol phase, checked by `reading_check` and run again from the state before it (frames of another
     seed each time) until the check passes `READING_GATE`; the best attempt is kept. Returns its record."""
-    import copy
-
-    from datasets import Dataset
-
     before = copy.deepcopy(model.state_dict())
     tries, best = [], None
     for attempt in range(max(1, attempts)):
@@ -516,10 +501,6 @@ def toy_base_key(seed: int = 0, steps: dict | None = None, clip_steps: int = 300
                  attempts: int = PROTOCOL_ATTEMPTS, family: str | None = None, zoom_share: float | None = None) -> str:
     """The content key of a toy base build: everything the bytes depend on (the default family's keys are those
     of builds before there were families, and the shipped mix's those of builds before `zoom_share`)."""
-    from omnidrive_r1.disk_cache import content_key
-    from omnidrive_r1.policies import default
-    from omnidrive_r1.toy.tiny import TINY_POLICY_CONFIG
-
     fam = _family(family)
     extra = () if fam is default() else (fam.model_types[0], fam.system_prompt())
     if zoom_share is not None:
@@ -536,8 +517,9 @@ def build_toy_base(out: str | Path | None = None, seed: int = 0, steps: dict | N
     default family's) into `out` (default: the cache). `steps` overrides `PHASE_STEPS` and `attempts` the protocol
     phase's tries (the tests build a small base that way). `zoom_share`: a reluctant base, which answers without
     the tool in most rollouts (`box_mix`)."""
-    from omnidrive_r1.disk_cache import build_atomically, cache_root
-
+    unknown = sorted(set(steps or {}) - set(PHASE_STEPS))
+    if unknown:
+        raise UserError(f"toy base: no phase {unknown}; the phases are {', '.join(PHASE_STEPS)}")
     key = toy_base_key(seed, steps, clip_steps, attempts, family, zoom_share)
     name = "toy-base" if family is None or _family(family) is _family() else f"toy-base-{family}"
     if zoom_share is not None:

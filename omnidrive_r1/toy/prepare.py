@@ -17,8 +17,11 @@ import logging
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from accelerate import PartialState
+
 from omnidrive_r1.config import RecipeError, load_recipe_dict
 from omnidrive_r1.errors import UserError
+from omnidrive_r1.toy.base import PHASE_STEPS
 from omnidrive_r1.toy.benchmarks import ensure_hrbench, ensure_vstar
 from omnidrive_r1.toy.models import ensure_toy_models
 from omnidrive_r1.toy.toydrive import ensure_heldout, generate, stale
@@ -36,6 +39,16 @@ class ToyBase:
     seed: int = 0
     family: str | None = None  # a model_type; default: the default family
     zoom_share: float | None = None  # a reluctant base: the share of its trajectories that zoom (docs/ablation.md)
+    # a smaller build, to check the machinery only (the learning claim needs the full one): SFT steps per phase
+    # ({reading: N, context: N, pointing: N, protocol: N}), the toy CLIP's steps, the protocol phase's tries
+    steps: dict | None = None
+    clip_steps: int | None = None
+    attempts: int | None = None
+
+    def size(self) -> dict:
+        """`build_toy_base`'s size arguments this section sets."""
+        return {k: v for k, v in (("steps", self.steps), ("clip_steps", self.clip_steps), ("attempts", self.attempts))
+                if v is not None}
 
 
 @dataclass
@@ -59,12 +72,18 @@ def _section(cls, name: str, raw):
         raise RecipeError(f"lab.{name}: unknown key(s) {unknown}; known: {sorted(known)}")
     if "out" not in raw:
         raise RecipeError(f"lab.{name}.out: the folder to build into is needed")
-    for key in ("seed", "frames"):
-        value = raw.get(key)
-        if key in known and value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0
-                                                   or (key == "frames" and value < 1)):
-            raise RecipeError(f"lab.{name}.{key}: a {'positive' if key == 'frames' else 'non-negative'} whole "
+    for key in ("seed", "frames", "clip_steps", "attempts"):
+        value, positive = raw.get(key), key != "seed"
+        if key in known and value is not None and (not isinstance(value, int) or isinstance(value, bool)
+                                                   or value < int(positive)):
+            raise RecipeError(f"lab.{name}.{key}: a {'positive' if positive else 'non-negative'} whole "
                               f"number, got {value!r}")
+    steps = raw.get("steps")
+    if "steps" in known and steps is not None and (
+            not isinstance(steps, dict) or set(steps) - set(PHASE_STEPS)
+            or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in steps.values())):
+        raise RecipeError(f"lab.{name}.steps: SFT steps per phase, {{{', '.join(f'{k}: N' for k in PHASE_STEPS)}}} "
+                          f"(each a whole number, 0 skips the phase), got {steps!r}")
     return cls(**raw)
 
 
@@ -85,11 +104,11 @@ def prepare(recipe: str | Path | dict, overrides: list[str] = ()) -> tuple[str |
     base, data = _section(ToyBase, "toy_base", lab.get("toy_base")), _section(Toydrive, "toydrive", lab.get("toydrive"))
     if not base and not data:
         return config, []
-    from accelerate import PartialState
 
     with PartialState().main_process_first():
         if base:
-            ensure_toy_models(base.out, seed=base.seed, family=base.family, zoom_share=base.zoom_share)
+            ensure_toy_models(base.out, seed=base.seed, family=base.family, zoom_share=base.zoom_share,
+                              size=base.size())
         if data and (not Path(config.get("data", {}).get("path", "")).exists() or stale(data.out)):
             # none yet, or one an older version of the world wrote
             log.info(f"generating toydrive into {data.out} (frames={data.frames}, seed={data.seed})")

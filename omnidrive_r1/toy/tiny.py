@@ -13,12 +13,21 @@ the same weights and the same tokenizer.
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import GenerationConfig, PreTrainedTokenizerFast
+from transformers.utils import get_json_schema
 
 from omnidrive_r1 import policies
 from omnidrive_r1.disk_cache import build_atomically, cache_root, content_key
+from omnidrive_r1.prompts import SYSTEM_PROMPT
+from omnidrive_r1.tools.zoom_in import RelativeZoomInTool, ZoomInTool
 from omnidrive_r1.toy import tiny_families
-from omnidrive_r1.toy.toydrive import TOY_MAX_PIXELS, TOY_MIN_PIXELS
+from omnidrive_r1.toy.toydrive import TOY_MAX_PIXELS, TOY_MIN_PIXELS, corpus_lines, slot_boxes, toy_pixels
 
 TINY_TOKENIZER_VOCAB = 4096  # upper bound; BPE stops earlier when the toydrive corpus runs out of merges
 TINY_POLICY_CONFIG = {
@@ -54,8 +63,6 @@ _BUILD_VERSION = "6"  # bump when the build recipe changes, so old caches are no
 
 def tiny_pixels(family) -> tuple[int, int]:
     """The tiny policy's (min_pixels, max_pixels): toydrive's resolution in the family's own image tokens."""
-    from omnidrive_r1.toy.toydrive import toy_pixels
-
     return toy_pixels(family)[:2]
 
 
@@ -66,14 +73,6 @@ def _family(name: str | None):
 def tokenizer_corpus(seed: int = 0, frames: int = 256, family: str | None = None) -> list[str]:
     """Text the tiny tokenizer learns its merges from: the system prompt, the tool schema and the chat template
     as every prompt carries them, and toydrive questions, answers and reasoning."""
-    import random
-
-    from transformers.utils import get_json_schema
-
-    from omnidrive_r1.prompts import SYSTEM_PROMPT
-    from omnidrive_r1.tools.zoom_in import RelativeZoomInTool, ZoomInTool
-    from omnidrive_r1.toy.toydrive import corpus_lines, slot_boxes
-
     fam = _family(family)
     relative = fam.coordinates == "relative"
     schema = json.dumps(get_json_schema((RelativeZoomInTool if relative else ZoomInTool).image_zoom_in_tool))
@@ -88,9 +87,6 @@ def tokenizer_corpus(seed: int = 0, frames: int = 256, family: str | None = None
 
 def train_tiny_tokenizer(vocab_size: int, seed: int = 0, family: str | None = None):
     """A byte-level BPE tokenizer (Qwen style: no BOS, `<|im_end|>` ends a turn) with the family's special tokens."""
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
     fam = _family(family)
     special_tokens, added_tokens = tiny_families.tokens(fam)
     tok = Tokenizer(models.BPE(unk_token=None))
@@ -166,9 +162,6 @@ def build_tiny_policy(seed: int = 0, out_dir: str | Path | None = None, family: 
     target = Path(out_dir) if out_dir else cache_root() / "models" / f"tiny-{slug}-s{seed}-{key}"
 
     def build(tmp: Path):
-        import torch
-        from transformers import GenerationConfig
-
         print(f"building the tiny {fam.name} policy (seed {seed}): tokenizer, weights, processor")
         tokenizer = train_tiny_tokenizer(TINY_TOKENIZER_VOCAB, seed, family)
         config = tiny_policy_config(tokenizer, family, **overrides)
@@ -198,8 +191,6 @@ def build_tiny_clip(seed: int = 0, out_dir: str | Path | None = None, config: di
 
     def build(tmp: Path):
         import open_clip
-        import torch
-        from safetensors.torch import save_file
 
         (tmp / "open_clip_config.json").write_text(
             json.dumps({"model_cfg": config, "preprocess_cfg": {}}, indent=2)

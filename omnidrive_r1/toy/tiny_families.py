@@ -5,6 +5,14 @@ Keyed by the family's first `model_type`."""
 
 from __future__ import annotations
 
+from transformers import (
+    Qwen2_5_VLProcessor,
+    Qwen2VLImageProcessor,
+    Qwen2VLVideoProcessor,
+    Qwen3VLProcessor,
+    Qwen3VLVideoProcessor,
+)
+
 # the real tokenizers' added tokens, in their order (so with the same relative ids)
 QWEN_SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>",
                 "<|box_start|>", "<|box_end|>", "<|quad_start|>", "<|quad_end|>", "<|vision_start|>",
@@ -69,14 +77,10 @@ def tiny_config(family, tokenizer, c: dict):
 def tiny_processor(family, tokenizer, min_pixels: int, max_pixels: int):
     """`family`'s processor with the tiny tokenizer and the toy's pixel limits."""
     if family.model_types[0] == "qwen2_5_vl":
-        from transformers import Qwen2_5_VLProcessor, Qwen2VLImageProcessor, Qwen2VLVideoProcessor
-
         return Qwen2_5_VLProcessor(
             image_processor=Qwen2VLImageProcessor(min_pixels=min_pixels, max_pixels=max_pixels),
             tokenizer=tokenizer, video_processor=Qwen2VLVideoProcessor(), chat_template=family.chat_template())
     if family.model_types[0] == "qwen3_vl":
-        from transformers import Qwen2VLImageProcessor, Qwen3VLProcessor, Qwen3VLVideoProcessor
-
         image_processor = Qwen2VLImageProcessor(size={"shortest_edge": min_pixels, "longest_edge": max_pixels},
                                                 patch_size=16, merge_size=2, image_mean=[0.5] * 3,
                                                 image_std=[0.5] * 3)

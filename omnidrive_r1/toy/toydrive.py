@@ -28,7 +28,11 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 from PIL import Image, ImageDraw
+from tqdm.auto import tqdm
 
 from omnidrive_r1.coordinates import model_size
 from omnidrive_r1.data.stitch import CAMERAS, cell_origin, stitch
@@ -196,8 +200,6 @@ def _draw_scene(d: ImageDraw.ImageDraw, rng: random.Random, w: int, h: int, road
 def stripe_mask(meaning: str, size: tuple[int, int]) -> Image.Image:
     """Stripes half on, half off, exactly periodic along both axes: a pattern with a whole-pixel period has no
     slow beat for the downscale to keep (a 45-degree line drawn with a fractional step leaves one)."""
-    import numpy as np
-
     y, x = np.mgrid[0:size[1], 0:size[0]]
     # Two diagonals (`\` and `/`) were the first design: the toy base then lost their direction deep in the
     # conversation on most builds (reading in context 0.37 to 0.72, `docs/toy.md`); three orientations were read
@@ -307,8 +309,6 @@ def _save_jpeg(img: Image.Image, path: Path):
 def generate(out: str | Path, frames: int = 8, seed: int = 0, camera_size: tuple[int, int] = CAMERA_SIZE,
              test_fraction: float = 0.25, progress: bool = True) -> dict:
     """Write toydrive under `out` (formats: `docs/data.md`). Returns counts and paths."""
-    from tqdm.auto import tqdm
-
     if frames < 2:
         raise ValueError("toydrive needs --frames >= 2 (at least one train and one test frame)")
     out = Path(out)
@@ -370,9 +370,6 @@ def _deepeyes_rows(boards: list[Board], views: dict, sample: str, start: int) ->
 
 
 def _write_parquet(path: Path, rows: list[dict]):
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     path.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(pa.Table.from_pylist(rows), path, compression="zstd")
 

@@ -7,6 +7,9 @@ import json
 from collections import Counter
 from pathlib import Path
 
+import datasets
+
+from omnidrive_r1.data.loaders import duplicate_idx_error, load_drivelmm, read_drivelmm_rows
 from omnidrive_r1.eval.benchmarks import Benchmark, Loaded
 from omnidrive_r1.eval.drivelmm_scoring import (
     official_export_response,
@@ -17,6 +20,7 @@ from omnidrive_r1.eval.drivelmm_scoring import (
     our_mcq_correct,
     strict_mcq_letter,
 )
+from omnidrive_r1.eval.report import summarise, write_summary
 from omnidrive_r1.rewards.answer_accuracy import token_f1
 
 
@@ -32,10 +36,6 @@ class DriveLMM(Benchmark):
              mcq_only=False, open_only=False) -> Loaded:
         """The DriveLMM-o1 file's rows (bad rows skipped and counted; a file whose rows share an idx is refused,
         naming the idx); with `mcq_only` its multiple-choice rows only, with `open_only` its open questions only."""
-        import datasets
-
-        from omnidrive_r1.data.loaders import duplicate_idx_error, load_drivelmm, read_drivelmm_rows
-
         raw_rows = read_drivelmm_rows(data)
         if error := duplicate_idx_error(data, raw_rows):  # records are keyed by idx: one would replace the other
             raise error
@@ -96,13 +96,9 @@ class DriveLMM(Benchmark):
         record["official_scores"] = official_reply_scores(judgment.get("reply")) if judgment else None
 
     def summarise(self, records, judge_config, accounting) -> dict:
-        from omnidrive_r1.eval.report import summarise
-
         return summarise(records, judge_config, accounting)
 
     def write_outputs(self, records, summary, out, title) -> None:
-        from omnidrive_r1.eval.report import write_summary
-
         (Path(out) / "results.json").write_text(json.dumps(
             [{"idx": r["idx"], "question": r["question"], "llm-response": r["llm_response"]} for r in records],
             indent=1))

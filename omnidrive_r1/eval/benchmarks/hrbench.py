@@ -27,7 +27,10 @@ import sys
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from omnidrive_r1.data.loaders import DataError
+from PIL import Image, UnidentifiedImageError
+
+from omnidrive_r1.data.loaders import DataError, conversation
+from omnidrive_r1.disk_cache import cache_root
 from omnidrive_r1.errors import UserError
 from omnidrive_r1.eval.benchmarks import (
     LETTERS,
@@ -38,6 +41,7 @@ from omnidrive_r1.eval.benchmarks import (
     protocol_status,
 )
 from omnidrive_r1.eval.choice_reading import final_turn, read_response, yes_verdict
+from omnidrive_r1.eval.report import fmt, plot_published, protocol_line, tool_figures, tool_lines
 
 COLUMNS = ("index", "question", "answer", "A", "B", "C", "D", "category", "cycle_category", "image")
 # published accuracy (%) and the protocol that produced it (`docs/benchmarks.md`)
@@ -70,8 +74,6 @@ def read_tsv(path: Path) -> list[dict]:
 
 def image_file(encoded: str, cache: Path) -> Path:
     """The decoded image, written once under `cache` (named by its content)."""
-    from PIL import Image, UnidentifiedImageError
-
     try:
         blob = base64.b64decode(encoded, validate=True)
     except (binascii.Error, ValueError):
@@ -121,9 +123,6 @@ class HRBench(Benchmark):
                 "tool_calls_per_question")
 
     def load(self, data, *, images_root=None, limit=None, system_prompt=None, images=True, **options) -> Loaded:
-        from omnidrive_r1.data.loaders import conversation
-        from omnidrive_r1.disk_cache import cache_root
-
         opening = {"system_prompt": system_prompt} if system_prompt else {}
         if images_root:
             raise UserError("--images-root: HR-Bench holds its images in the TSV; pass the file as --data")
@@ -187,8 +186,6 @@ class HRBench(Benchmark):
             record["deepeyes_correct"] = bool(j["scores"]["correct"]) if j and j.get("scores") else None
 
     def summarise(self, records, judge_config, accounting) -> dict:
-        from omnidrive_r1.eval.report import tool_figures
-
         judge_on = judge_config is not None
         model = judge_config.model if judge_on else None
         official = {"protocol": PROTOCOLS["official"], "judge_model": model, "computed": judge_on,
@@ -204,8 +201,6 @@ class HRBench(Benchmark):
                 **{k: v for k, v in accounting.items() if k != "skipped"}}
 
     def write_outputs(self, records, summary, out, title) -> None:
-        from omnidrive_r1.eval.report import fmt, plot_published, protocol_line, tool_lines
-
         s, off, de = summary, summary["official_protocol"], summary["deepeyes_protocol"]
         split = resolution(s.get("data", ""))
         lines = [f"# HR-Bench{' ' + split if split else ''}: {title}", "",

@@ -22,7 +22,7 @@ import json
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from omnidrive_r1.data.loaders import DataError
+from omnidrive_r1.data.loaders import DataError, conversation
 from omnidrive_r1.errors import UserError
 from omnidrive_r1.eval.benchmarks import (
     Benchmark,
@@ -33,6 +33,7 @@ from omnidrive_r1.eval.benchmarks import (
     rotations,
 )
 from omnidrive_r1.eval.choice_reading import read_response
+from omnidrive_r1.eval.report import fmt, plot_published, protocol_line, tool_figures, tool_lines
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 # published V* overall accuracy (%), options in file order, DeepEyes' protocol (`docs/benchmarks.md`)
@@ -95,8 +96,6 @@ class VStar(Benchmark):
                 "deepeyes_protocol", "tool_calls_per_question", "zoom_iou")
 
     def load(self, data, *, images_root=None, limit=None, system_prompt=None, images=True, **options) -> Loaded:
-        from omnidrive_r1.data.loaders import conversation
-
         opening = {"system_prompt": system_prompt} if system_prompt else {}
         if images_root:
             raise UserError("--images-root: V* Bench keeps each image beside its JSON; pass the folder as --data")
@@ -158,16 +157,12 @@ class VStar(Benchmark):
         return found[0] if len(found) == 1 else None
 
     def summarise(self, records, judge_config, accounting) -> dict:
-        from omnidrive_r1.eval.report import tool_figures
-
         return {"benchmark": self.title, **figures(records),
                 "deepeyes_protocol": protocol_figures(records, judge_config), **tool_figures(records),
                 "rows_skipped": accounting.get("skipped", {}),
                 **{k: v for k, v in accounting.items() if k != "skipped"}}
 
     def write_outputs(self, records, summary, out, title) -> None:
-        from omnidrive_r1.eval.report import fmt, plot_published, protocol_line, tool_lines
-
         s, p = summary, summary["deepeyes_protocol"]
         lines = [f"# V* Bench: {title}", "", f"{s['items']} items, {s['rows_evaluated']} rows (each item once per "
                  "rotation of its options).", ""]
