@@ -118,16 +118,16 @@ class RecipeError(UserError):
 
 
 @dataclass
-class ToolEntry:
-    """One entry of the recipe's `tools`: a built-in by `name` (a module of `tools/`) or an object of one's own by
-    `path` (`package.module:Class` / `file.py:Class`), with the plug-in's own options (checked against the
-    plug-in's constructor when the environment is built, `omnidrive_r1.plugins`)."""
+class PluginEntry:
+    """One entry of a plug-in list: a built-in by `name` or an object of one's own by `path`
+    (`package.module:obj` / `file.py:obj`), with the plug-in's own options (checked against the plug-in's
+    signature when it is built, `omnidrive_r1.plugins`)."""
 
     name: str | None = None
     path: str | None = None
     options: dict = field(default_factory=dict)
 
-    SECTION: ClassVar[str] = "tools"
+    SECTION: ClassVar[str] = "plugins"
     FIELDS: ClassVar[tuple[str, ...]] = ("name", "path")
 
     @classmethod
@@ -162,9 +162,16 @@ class ToolEntry:
 
 
 @dataclass
-class RewardEntry(ToolEntry):
-    """One entry of the recipe's `rewards`: as a tool entry (a built-in of `rewards/` by name, or a function or
-    class by path), plus its `weight` in the sum TRL's GRPO optimises."""
+class ToolEntry(PluginEntry):
+    """One entry of the recipe's `tools`: a module of `tools/` by name, or a class by path."""
+
+    SECTION: ClassVar[str] = "tools"
+
+
+@dataclass
+class RewardEntry(PluginEntry):
+    """One entry of the recipe's `rewards`: a module of `rewards/` by name, or a function or class by path, and its
+    `weight` in the sum TRL's GRPO optimises."""
 
     weight: float = 1.0
 
@@ -179,7 +186,7 @@ class RewardEntry(ToolEntry):
         return self
 
 
-def entries(specs, kind: type[ToolEntry], allow_empty: bool = False) -> list:
+def entries(specs, kind: type[PluginEntry], allow_empty: bool = False) -> list:
     """A recipe's `tools` or `rewards` list, typed; a bad entry is named by its name or place (`rewards.2`)."""
     if not isinstance(specs, list) or not (specs or allow_empty):
         raise RecipeError(f"{kind.SECTION}: a list of {kind.SECTION} is needed (see recipes/toy/stage1.yaml)")

@@ -1,7 +1,7 @@
 """One plug-in mechanism for rewards (`rewards/`) and tools (`tools/`).
 
 A recipe entry is `{name: <a built-in>, ...options}` or `{path: "package.module:obj" | "file.py:obj", ...}`,
-typed by `omnidrive_r1.config` (`ToolEntry`, `RewardEntry`). `resolve` finds the object, `bind` applies the options: a class is instantiated with them, a function gets
+typed by `omnidrive_r1.config` (`PluginEntry`: `ToolEntry`, `RewardEntry`). `resolve` finds the object, `bind` applies the options: a class is instantiated with them, a function gets
 them bound with `functools.partial`. Either way an unknown option fails at start-up, naming the options the
 plug-in takes.
 """
@@ -15,7 +15,7 @@ import inspect
 import pkgutil
 from pathlib import Path
 
-from omnidrive_r1.config import ToolEntry
+from omnidrive_r1.config import PluginEntry
 from omnidrive_r1.errors import UserError
 
 # parameters every reward receives from TRL: not options a recipe may set
@@ -58,7 +58,7 @@ def builtins(package: str, exclude: frozenset = frozenset()) -> list[str]:
                   if not m.name.startswith("_") and m.name not in exclude)
 
 
-def resolve(entry: ToolEntry, kind: str, package: str, attr: str, exclude: frozenset = frozenset()):
+def resolve(entry: PluginEntry, kind: str, package: str, attr: str, exclude: frozenset = frozenset()):
     """(name, object, options) for one typed recipe entry; `attr` is what a built-in module exports (REWARD,
     TOOL)."""
     if entry.path:
