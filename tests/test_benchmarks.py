@@ -196,9 +196,9 @@ def test_vstar_end_to_end_writes_both_figures_and_resumes(tiny_policy_dir, tmp_p
     assert [len(r["gt_boxes"]) for r in rows] == [1, 1, 1, 1, 2, 2]
     assert "V* Bench" in (tmp_path / "e" / "summary.md").read_text() and (tmp_path / "e" / "summary.png").exists()
 
-    import omnidrive_r1.rollout as rollout_module
+    import omnidrive_r1.eval.run as run_module  # where evaluate looks the engine up
 
-    monkeypatch.setattr(rollout_module, "make_engine", lambda *a, **k: pytest.fail("nothing left to generate"))
+    monkeypatch.setattr(run_module, "make_engine", lambda *a, **k: pytest.fail("nothing left to generate"))
     again = evaluate(str(tiny_policy_dir), data, benchmark="vstar", out=tmp_path / "e", settings=settings)
     assert again["accuracy_rotated"] == summary["accuracy_rotated"]
     with pytest.raises(UserError, match="differs in: benchmark"):  # another benchmark's folder is not mixed in

