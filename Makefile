@@ -36,7 +36,7 @@ help:
 	@echo "make ablate      when does the grounding reward pay? the grid of docs/ablation.md (3 seeds, ~80 min)"
 	@echo "make test        the suite CI runs, vLLM tests included (installs on first use); make test-fast skips slow ones"
 	@echo "make test-lab    bench --smoke, toy-report and ablate on one cell, the rehearsal (about 25 min)"
-	@echo "make bench       where a training step's time goes: phases, vs stock TRL, scaling, vLLM (outputs/bench/, ~13 min)"
+	@echo "make bench       where a training step's time goes: phases, vs stock TRL, scaling, vLLM (outputs/bench/, 13-17 min)"
 	@echo "make rehearse    the paper recipes' GPU launch path on CPU: ZeRO-3/ZeRO-2 x 2 processes, LoRA, vLLM colocated"
 	@echo "make lint        ruff"
 
