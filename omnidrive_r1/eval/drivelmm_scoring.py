@@ -51,13 +51,7 @@ def official_mcq_letter(response: str) -> str | None:
     >>> official_mcq_letter("Final Answer: none of the options apply")
     'F'
     """
-    text = official_answer_text(response)
-    match = _OPTION.search(text)
-    if match:
-        return match.group(1)
-    if "none of the " in text.lower():
-        return "F"
-    return None
+    return official_truth_letter(official_answer_text(response))  # the same rules, after the marker step
 
 
 def official_truth_letter(final_answer: str) -> str | None:
